@@ -13,6 +13,9 @@ from ray.tune.registry import register_env
 
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.envs.bps import BPS_PRESETS, BlindParticleSpread
+from rllib_seps.envs.bps_h import BPS_H_ENVIRONMENTS
+from rllib_seps.envs.crware import CRWARE_ENVIRONMENTS
+from rllib_seps.envs.lbf import LBF_ENVIRONMENTS
 
 
 def _bps_preset(counts: tuple[int, ...]) -> Callable[..., ParallelEnv]:
@@ -25,6 +28,9 @@ def _bps_preset(counts: tuple[int, ...]) -> Callable[..., ParallelEnv]:
 ENVIRONMENTS: dict[str, Callable[..., ParallelEnv]] = {
     "bps": BlindParticleSpread,
     **{name: _bps_preset(counts) for name, counts in BPS_PRESETS.items()},
+    **BPS_H_ENVIRONMENTS,
+    **CRWARE_ENVIRONMENTS,
+    **LBF_ENVIRONMENTS,
 }
 
 

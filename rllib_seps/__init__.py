@@ -1,0 +1,1 @@
+"""rllib-seps: selective (SePS) and adaptive (AdaPS) parameter sharing for RLlib."""

@@ -1,0 +1,189 @@
+"""Random-policy rollouts for SePS pretraining, collected by stepping the environment directly.
+
+RLlib's EnvRunners could sample random actions too, but they still run connectors, callbacks and
+metrics (random episodes would pollute the reported returns) and spend most of their time in
+per-agent episode bookkeeping. Stepping the ``MultiAgentEnv`` directly avoids both.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from tqdm.auto import tqdm
+
+EnvCreator = Callable[[dict], Any]
+
+
+@dataclass
+class Transitions:
+    """Every agent's transitions, flattened and zero-padded to common sizes.
+
+    Attributes:
+        agent_ids: Agents in sorted order; ``agent`` indexes into it.
+        agent: ``(T,)`` int64, the agent of each transition.
+        obs: ``(T, D)`` float32 observations (flattened, padded to the largest size D).
+        action: ``(T, A)`` float32 action encodings (one-hot for discrete, raw for Box).
+        reward: ``(T,)`` float32 the agent's own reward.
+        next_obs: ``(T, D)`` float32 next observations.
+        obs_mask: ``(N, D)`` bool, True where an agent's observation has a real (not padded) entry.
+        seconds: Wall time of the collection.
+    """
+
+    agent_ids: list[str]
+    agent: np.ndarray
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    obs_mask: np.ndarray
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.agent)
+
+    def per_agent_counts(self) -> dict[str, int]:
+        """Number of transitions collected for each agent."""
+        counts = np.bincount(self.agent, minlength=len(self.agent_ids))
+        return dict(zip(self.agent_ids, counts.tolist()))
+
+
+def _flattener(space: gym.Space) -> Callable[[Any], np.ndarray]:
+    # Box observations and actions are by far the most common: skip gymnasium's generic dispatch.
+    if isinstance(space, gym.spaces.Box):
+        return lambda x: np.asarray(x, np.float32).reshape(-1)
+    return lambda x: np.asarray(gym.spaces.flatten(space, x), np.float32)
+
+
+def make_env(env_creator: EnvCreator, env_config: dict) -> MultiAgentEnv:
+    """Creates the environment and checks that it is multi-agent.
+
+    Raises:
+        TypeError: If the creator does not return an RLlib ``MultiAgentEnv``.
+    """
+    env = env_creator(dict(env_config))
+    if not isinstance(env, MultiAgentEnv):
+        raise TypeError(
+            f"SePS needs a multi-agent environment (ray.rllib.env.MultiAgentEnv), but the env "
+            f"creator returned {type(env).__name__}. Wrap a PettingZoo ParallelEnv with "
+            "rllib_seps.envs.SortedParallelEnv, or register a MultiAgentEnv."
+        )
+    return env
+
+
+def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
+                       seed: int, progress: bool) -> tuple[list[str], dict[str, list[np.ndarray]]]:
+    """Steps the env with uniform random actions until every agent has enough transitions.
+
+    Returns:
+        The sorted agent ids and, per agent, five lists: obs, action, reward, next_obs.
+    """
+    env = make_env(env_creator, env_config)
+    agent_ids = sorted(env.possible_agents)
+    rng = np.random.default_rng(seed)
+    for i, aid in enumerate(agent_ids):
+        env.action_spaces[aid].seed(int(rng.integers(2**31)) + i)
+    flat_obs = {a: _flattener(env.observation_spaces[a]) for a in agent_ids}
+    flat_act = {a: _flattener(env.action_spaces[a]) for a in agent_ids}
+    data = {a: ([], [], [], []) for a in agent_ids}
+    counts = dict.fromkeys(agent_ids, 0)
+    # An agent that never acts would loop forever: give up after generous many steps.
+    max_steps = 100 * transitions_per_agent + 10_000
+    bar = tqdm(total=transitions_per_agent, desc="SePS rollouts", unit="transitions/agent",
+               disable=not progress, leave=False)
+    obs, _ = env.reset(seed=seed)
+    steps = 0
+    while min(counts.values()) < transitions_per_agent:
+        if steps >= max_steps:
+            short = sorted(a for a, c in counts.items() if c < transitions_per_agent)
+            raise RuntimeError(
+                f"After {steps} random steps agents {short[:10]} still have fewer than "
+                f"{transitions_per_agent} transitions; do they ever act? Lower "
+                "transitions_per_agent or check the environment's agent list."
+            )
+        actions = {a: env.action_spaces[a].sample() for a in obs}
+        next_obs, rewards, terminateds, truncateds, _ = env.step(actions)
+        steps += 1
+        for a, act in actions.items():
+            if a not in next_obs:  # the agent left without a final observation
+                continue
+            o, u, r, n = data[a]
+            o.append(flat_obs[a](obs[a]))
+            u.append(flat_act[a](act))
+            r.append(float(rewards.get(a, 0.0)))
+            n.append(flat_obs[a](next_obs[a]))
+            counts[a] += 1
+        if steps % 50 == 0:
+            bar.n = min(min(counts.values()), transitions_per_agent)
+            bar.refresh()
+        if terminateds.get("__all__") or truncateds.get("__all__"):
+            obs, _ = env.reset()
+        else:
+            obs = {a: o for a, o in next_obs.items()
+                   if not (terminateds.get(a) or truncateds.get(a))}
+    bar.close()
+    env.close()
+    return agent_ids, data
+
+
+def _pad(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
+    out = np.zeros((len(arrays), width), np.float32)
+    for row, a in zip(out, arrays):
+        row[: a.shape[0]] = a
+    return out
+
+
+def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = None, *,
+                            transitions_per_agent: int = 1000, seed: int = 0, num_tasks: int = 0,
+                            progress: bool = True) -> Transitions:
+    """Collects uniform-random-policy transitions of every agent.
+
+    Args:
+        env_creator: Callable ``env_config -> MultiAgentEnv`` (what ``register_env`` takes).
+        env_config: The config passed to the creator.
+        transitions_per_agent: Transitions to collect for each agent (at least).
+        seed: Seed of the environment resets and the random actions.
+        num_tasks: If > 0, split the collection over this many Ray tasks (Ray must be
+            initialised); their results are concatenated in task order, so the data is the same
+            wherever the tasks run.
+        progress: Show a progress bar.
+
+    Returns:
+        The transitions, agents in sorted order, observations and actions padded to common sizes.
+    """
+    start = time.perf_counter()
+    env_config = dict(env_config or {})
+    if num_tasks > 0:
+        import ray
+
+        per_task = math.ceil(transitions_per_agent / num_tasks)
+        remote = ray.remote(num_cpus=1)(_collect_per_agent)
+        parts = ray.get([remote.remote(env_creator, env_config, per_task, seed + 7919 * t, False)
+                         for t in range(num_tasks)])
+    else:
+        parts = [_collect_per_agent(env_creator, env_config, transitions_per_agent, seed, progress)]
+
+    agent_ids = parts[0][0]
+    obs_dims = {a: parts[0][1][a][0][0].shape[0] for a in agent_ids}
+    act_dims = {a: parts[0][1][a][1][0].shape[0] for a in agent_ids}
+    d, u = max(obs_dims.values()), max(act_dims.values())
+    columns: dict[str, list] = {"agent": [], "obs": [], "action": [], "reward": [], "next_obs": []}
+    for i, a in enumerate(agent_ids):
+        for _, data in parts:
+            o, act, r, n = data[a]
+            columns["agent"].append(np.full(len(o), i, np.int64))
+            columns["obs"].append(_pad(o, d))
+            columns["action"].append(_pad(act, u))
+            columns["reward"].append(np.asarray(r, np.float32))
+            columns["next_obs"].append(_pad(n, d))
+    obs_mask = np.zeros((len(agent_ids), d), bool)
+    for i, a in enumerate(agent_ids):
+        obs_mask[i, : obs_dims[a]] = True
+    return Transitions(agent_ids=agent_ids, obs_mask=obs_mask,
+                       seconds=time.perf_counter() - start,
+                       **{k: np.concatenate(v) for k, v in columns.items()})
