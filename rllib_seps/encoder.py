@@ -50,12 +50,13 @@ class AgentEncoderDecoder(nn.Module):
         mean, log_var = self.encoder(F.one_hot(agent, self.n_agents).float()).chunk(2, dim=-1)
         return mean, log_var
 
-    def forward(self, agent: torch.Tensor, obs: torch.Tensor, action: torch.Tensor,
+    def forward(self, agent: torch.Tensor, obs_action: torch.Tensor,
                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Predicts ``(B, obs_dim + 1)`` from a reparameterised sample z = mean + std * noise."""
+        """Predicts ``(B, obs_dim + 1)`` from the concatenated observation and action encoding
+        and a reparameterised sample z = mean + std * noise."""
         mean, log_var = self.encode(agent)
         z = mean + torch.exp(0.5 * log_var) * noise
-        return self.decoder(torch.cat([obs, action, z], dim=-1)), mean, log_var
+        return self.decoder(torch.cat([obs_action, z], dim=-1)), mean, log_var
 
 
 @dataclass
@@ -64,16 +65,20 @@ class Embeddings:
 
     Attributes:
         agent_ids: Agents in sorted order, one row each below.
-        means: ``(N, m)`` posterior means: what is clustered (never a sample).
+        means: ``(N, m)`` posterior means (never a sample is clustered).
         stds: ``(N, m)`` posterior standard deviations.
-        epoch_losses: Mean training loss of each epoch.
+        behaviour: ``(N, P * (D + 1))`` the decoder's predictions (next observation and reward,
+            in standardised units) at each agent's mean z, for P probe transitions shared by all
+            agents: the agent's modelled transition and reward function.
+        losses: Mean training loss over each tenth of the updates.
         seconds: Wall time of the training.
     """
 
     agent_ids: list[str]
     means: np.ndarray
     stds: np.ndarray
-    epoch_losses: list[float] = field(default_factory=list)
+    behaviour: np.ndarray
+    losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -87,15 +92,16 @@ def _standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 
 
 def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Embeddings:
-    """Fits the encoder-decoder on the transitions; returns each agent's posterior.
+    """Fits the encoder-decoder on the transitions; returns each agent's posterior and behaviour.
 
     Loss per transition: squared error of the next observation over the agent's real entries plus
-    squared error of the reward, plus ``kl_weight * KL(q(z|i) || N(0, I))``; Adam, minibatches.
+    squared error of the reward, plus ``kl_weight * KL(q(z|i) || N(0, I))``; Adam on random
+    minibatches for a fixed number of updates (so the cost does not grow with the data).
 
     Args:
         data: Transitions from :func:`rllib_seps.rollouts.collect_random_rollouts`.
         options: ``latent_dim``, ``hidden_size``, ``kl_weight``, ``lr``, ``batch_size``,
-            ``epochs``, ``normalize``, ``seed`` and ``progress`` are used.
+            ``updates``, ``normalize``, ``seed`` and ``progress`` are used.
     """
     start = time.perf_counter()
     row_mask = data.obs_mask[data.agent]
@@ -104,41 +110,51 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
         obs, next_obs, reward = (_standardise(obs, row_mask), _standardise(next_obs, row_mask),
                                  _standardise(reward))
     agent = torch.as_tensor(data.agent)
-    inputs = torch.as_tensor(np.concatenate([obs, data.action], axis=1))
+    obs_act = torch.as_tensor(np.concatenate([obs, data.action], axis=1))
     targets = torch.as_tensor(np.concatenate([next_obs, reward], axis=1))
     target_mask = torch.as_tensor(np.concatenate([row_mask, np.ones_like(reward, bool)], axis=1))
-    obs_dim = obs.shape[1]
 
     gen = torch.Generator().manual_seed(options.seed)
     with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
         torch.manual_seed(options.seed)
-        model = AgentEncoderDecoder(len(data.agent_ids), obs_dim, data.action.shape[1],
+        model = AgentEncoderDecoder(len(data.agent_ids), obs.shape[1], data.action.shape[1],
                                     options.latent_dim, options.hidden_size)
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr)
+    # Cosine decay to zero: the last updates settle each agent's z instead of jittering around it.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=options.updates)
 
-    n, bs = len(agent), options.batch_size
-    epoch_losses = []
-    bar = tqdm(range(options.epochs), desc="SePS encoder", unit="epoch", disable=not options.progress,
-               leave=False)
-    for _ in bar:
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for lo in range(0, n, bs):
-            idx = order[lo: lo + bs]
-            noise = torch.randn(len(idx), options.latent_dim, generator=gen)
-            pred, mean, log_var = model(agent[idx], inputs[idx, :obs_dim], inputs[idx, obs_dim:], noise)
-            recon = ((pred - targets[idx]) ** 2 * target_mask[idx]).sum(-1).mean()
-            kl = -0.5 * (1 + log_var - mean**2 - log_var.exp()).sum(-1).mean()
-            loss = recon + options.kl_weight * kl
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(idx)
-        epoch_losses.append(total / n)
-        bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
+    losses, running = [], []
+    report_every = max(1, options.updates // 10)
+    for update in tqdm(range(options.updates), desc="SePS encoder", unit="update",
+                       disable=not options.progress, leave=False, mininterval=1.0):
+        idx = torch.randint(len(agent), (options.batch_size,), generator=gen)
+        noise = torch.randn(len(idx), options.latent_dim, generator=gen)
+        pred, mean, log_var = model(agent[idx], obs_act[idx], noise)
+        recon = ((pred - targets[idx]) ** 2 * target_mask[idx]).sum(-1).mean()
+        kl = -0.5 * (1 + log_var - mean**2 - log_var.exp()).sum(-1).mean()
+        loss = recon + options.kl_weight * kl
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running.append(loss.item())
+        if (update + 1) % report_every == 0:
+            losses.append(float(np.mean(running)))
+            running = []
 
     with torch.no_grad():
         mean, log_var = model.encode(torch.arange(len(data.agent_ids)))
+        behaviour = _behaviour(model, obs_act, mean, gen, options.probe_transitions)
     return Embeddings(agent_ids=list(data.agent_ids), means=mean.numpy(),
-                      stds=torch.exp(0.5 * log_var).numpy(), epoch_losses=epoch_losses,
-                      seconds=time.perf_counter() - start)
+                      stds=torch.exp(0.5 * log_var).numpy(), behaviour=behaviour.numpy(),
+                      losses=losses, seconds=time.perf_counter() - start)
+
+
+def _behaviour(model: AgentEncoderDecoder, obs_act: torch.Tensor, means: torch.Tensor,
+               gen: torch.Generator, n_probe: int) -> torch.Tensor:
+    """Decoder predictions at every agent's mean z for the same probe inputs: ``(N, P * (D+1))``."""
+    probe = obs_act[torch.randperm(len(obs_act), generator=gen)[:n_probe]]
+    n, p = len(means), len(probe)
+    z = means[:, None, :].expand(n, p, -1)
+    inputs = torch.cat([probe[None].expand(n, p, -1), z], dim=-1)
+    return model.decoder(inputs).reshape(n, -1)

@@ -25,31 +25,45 @@ class SePSOptions:
 
     n_clusters: int | Literal["auto"] = "auto"
     """Number of clusters K, or "auto" to choose it from the embeddings (can answer K=1)."""
-    max_clusters: int | None = None
-    """Upper bound on K when ``n_clusters="auto"``; None means N - 1."""
-    transitions_per_agent: int = 1000
-    """Random-policy transitions collected per agent. 1000 recovers every paper task's types
-    (see benchmarks/pretraining.py); the paper's code used 200k, far more than needed."""
+    max_clusters: int = 16
+    """Largest K that ``n_clusters="auto"`` considers (and N - 1 at most): scoring every K up to
+    N - 1 with 200 agents costs minutes and no paper task has more than 5 types."""
+    transitions_per_agent: int = 4000
+    """Random-policy transitions collected per agent. 4000 recovers the paper tasks' types (see
+    benchmarks/pretraining.py); the paper's code used 200k, far more than needed."""
     rollout_tasks: int = 0
     """Ray tasks that collect rollouts in parallel (use the cluster); 0 collects in-process."""
     latent_dim: int = 5
     """Size m of the agent embedding (5 in the paper)."""
-    hidden_size: int = 64
-    """Width of the encoder's hidden layer and of the decoder's two hidden layers."""
+    hidden_size: int = 128
+    """Width of the encoder's hidden layer and of the decoder's two hidden layers (the paper
+    used 64 or 128; 64 leaves types with two agents in BPS(4) unresolved for some seeds)."""
     kl_weight: float = 1e-4
     """Weight of KL(q(z|i) || N(0, I)) in the encoder-decoder loss."""
-    lr: float = 3e-4
-    """Adam learning rate of the encoder-decoder."""
-    batch_size: int = 128
+    lr: float = 3e-3
+    """Adam learning rate of the encoder-decoder. The paper's 3e-4 with batch 128 suits its 200k
+    transitions per agent; with the far smaller default data, 3e-3 with batch 512 recovers the
+    types in fewer updates (benchmarks/pretraining.py)."""
+    batch_size: int = 512
     """Minibatch size of encoder-decoder training."""
-    epochs: int = 10
-    """Passes over the collected transitions."""
+    updates: int = 6000
+    """Gradient updates of encoder-decoder training (a fixed budget, whatever the data size)."""
+    probe_transitions: int = 256
+    """Transitions on which each agent's decoder behaviour is compared for clustering."""
+    cluster_on: Literal["behaviour", "means"] = "behaviour"
+    """What k-means clusters: the decoder's predictions at each agent's mean z ("behaviour",
+    default: agents that share them have the same modelled reward and transitions, whatever
+    region of z they landed in) or the paper's raw means ("means")."""
+    k_criterion: Literal["silhouette", "davies_bouldin"] = "silhouette"
+    """Score that chooses automatic K in 2..N-1. Davies-Bouldin (the paper's) rewards nearly
+    singleton clusterings when types have few agents; silhouette does not."""
     normalize: bool = True
     """Standardise decoder inputs and targets per feature, so that no large-valued feature
     (grid coordinates, counts) drowns the others in the reconstruction loss."""
-    separation_threshold: float = 2.0
-    """Automatic K answers K=1 when no two agents' embedding means are further apart than this
-    many posterior standard deviations: the decoder then cannot tell any agents apart."""
+    separation_threshold: float = 0.05
+    """Automatic K answers K=1 when no two agents' modelled behaviours differ by more than this
+    (RMS difference of the decoder's predictions relative to their std): the decoder then
+    ignores which agent it models."""
     seed: int = 0
     """Seed of rollouts, encoder initialisation, minibatch order and k-means."""
     strategy: Strategy = "seps"
@@ -66,15 +80,19 @@ class SePSOptions:
         k = self.n_clusters
         _check(k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1),
                "n_clusters", k, 'must be "auto" or an integer >= 1')
-        _check(self.max_clusters is None or self.max_clusters >= 1, "max_clusters",
-               self.max_clusters, "must be None or >= 1")
-        for name in ("transitions_per_agent", "latent_dim", "hidden_size", "batch_size", "epochs"):
+        _check(self.max_clusters >= 2, "max_clusters", self.max_clusters, "must be >= 2")
+        for name in ("transitions_per_agent", "latent_dim", "hidden_size", "batch_size", "updates",
+                     "probe_transitions"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.rollout_tasks >= 0, "rollout_tasks", self.rollout_tasks, "must be >= 0")
         _check(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be >= 0")
         _check(self.lr > 0, "lr", self.lr, "must be > 0")
         _check(self.separation_threshold > 0, "separation_threshold", self.separation_threshold,
                "must be > 0")
+        _check(self.cluster_on in ("behaviour", "means"), "cluster_on", self.cluster_on,
+               'must be "behaviour" or "means"')
+        _check(self.k_criterion in ("silhouette", "davies_bouldin"), "k_criterion",
+               self.k_criterion, 'must be "silhouette" or "davies_bouldin"')
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"must be one of {STRATEGIES}")
 
     @classmethod

@@ -16,6 +16,7 @@ from rllib_seps.envs.bps import BPS_PRESETS, BlindParticleSpread
 from rllib_seps.envs.bps_h import BPS_H_ENVIRONMENTS
 from rllib_seps.envs.crware import CRWARE_ENVIRONMENTS
 from rllib_seps.envs.lbf import LBF_ENVIRONMENTS
+from rllib_seps.envs.pettingzoo_envs import PETTINGZOO_ENVIRONMENTS
 
 
 def _bps_preset(counts: tuple[int, ...]) -> Callable[..., ParallelEnv]:
@@ -31,6 +32,7 @@ ENVIRONMENTS: dict[str, Callable[..., ParallelEnv]] = {
     **BPS_H_ENVIRONMENTS,
     **CRWARE_ENVIRONMENTS,
     **LBF_ENVIRONMENTS,
+    **PETTINGZOO_ENVIRONMENTS,
 }
 
 

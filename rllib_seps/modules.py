@@ -1,0 +1,349 @@
+"""The torch RLModule that one group of agents with different spaces shares.
+
+A padded module (see :mod:`rllib_seps.specs`) reads a Dict observation built by
+:class:`rllib_seps.connectors.PadObservations`: ``"observations"`` (padded, possibly indicated),
+``"action_mask"`` (1 for the agent's own actions, 0 for padding) and, for AdaPS, ``"cluster"``.
+:class:`SharedActorCriticModule` serves PPO and IMPALA (``ValueFunctionAPI``) and APPO
+(``TargetNetworkAPI``). Every forward pass (inference, exploration, training, target) masks the
+action distribution inputs in one place, :meth:`SharedActorCriticModule._policy_inputs`:
+
+- Discrete / MultiDiscrete: ``logits + clamp(log(mask), min=FLOAT_MIN)`` (as RLlib's
+  ``action_masking_rlm.py``), so a padded action has probability zero when sampling, when acting
+  greedily, and in the training loss.
+- Box: a diagonal Gaussian over the padded dimensions. Padded dimensions are pinned to N(0, 1)
+  (mean and log-std multiplied by the mask): they depend on no parameter, so they cancel out of
+  PPO's probability ratio and KL and receive no gradient. The connector slices them away.
+
+Network input sizes come from the module's spaces: the MLP input is the flattened size of
+``"observations"``; an (H, W, C) image gets a CNN in front of the MLP, its flat size found by a
+dummy forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import (
+    TorchCategorical,
+    TorchDiagGaussian,
+    TorchMultiCategorical,
+)
+from ray.rllib.core.learner.utils import make_target_network
+from ray.rllib.core.rl_module.apis import (
+    TARGET_NETWORK_ACTION_DIST_INPUTS,
+    InferenceOnlyAPI,
+    TargetNetworkAPI,
+    ValueFunctionAPI,
+)
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.models.utils import get_activation_fn
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.torch_utils import FLOAT_MIN
+from torch import nn
+
+from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, ModulePlan
+
+DEFAULT_HIDDENS = (64, 64)
+"""Width of each dense layer when model_config has no "fcnet_hiddens"."""
+DEFAULT_CONV_FILTERS = ((16, 4, 2), (32, 4, 2))
+"""(out_channels, kernel, stride) of each conv layer when model_config has no "conv_filters";
+small enough for 32x32 to 84x84 images."""
+
+
+def padded_module_spec(module_plan: ModulePlan, model_config: dict) -> RLModuleSpec:
+    """The spec of a padded (non-plain) module of a sharing plan.
+
+    Args:
+        module_plan: The module's plan; its ``observation_space`` (the Dict the connector emits)
+            and ``action_space`` (padded) become the module's spaces.
+        model_config: ``fcnet_hiddens`` (default [64, 64]), ``fcnet_activation`` (default
+            "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride], default
+            [[16, 4, 2], [32, 4, 2]]), ``conv_activation`` (default "relu"),
+            ``vf_share_layers`` (default False: the critic has its own body).
+
+    Returns:
+        An ``RLModuleSpec`` of :class:`SharedActorCriticModule`.
+    """
+    return RLModuleSpec(
+        module_class=SharedActorCriticModule,
+        observation_space=module_plan.observation_space,
+        action_space=module_plan.action_space,
+        model_config=dict(model_config),
+    )
+
+
+def _activation(name: Any) -> nn.Module:
+    """A torch activation module from an RLlib activation name ("tanh", "relu", "linear" ...)."""
+    fn = get_activation_fn(name, framework="torch")
+    if fn is None:
+        return nn.Identity()
+    return fn() if isinstance(fn, type) else fn
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    return int(value[0]), int(value[1])
+
+
+class MaskableMLP(nn.Module):
+    """Dense layers (kept in an ``nn.ModuleList``), each followed by the activation.
+
+    :meth:`hidden_mask` is the single place where AdaPS will switch hidden units off per sample
+    (selected by the sample's cluster index); it returns None (no mask) for now.
+
+    Args:
+        in_size: Input features.
+        hiddens: Width of each layer.
+        activation: RLlib activation name.
+    """
+
+    def __init__(self, in_size: int, hiddens: Sequence[int], activation: Any) -> None:
+        super().__init__()
+        sizes = [int(in_size), *(int(h) for h in hiddens)]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.activation = _activation(activation)
+        self.out_size = sizes[-1]
+
+    def hidden_mask(self, layer: int, cluster: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-sample 0/1 mask `(B, width)` over the units of `layer`, or None for no mask.
+
+        Args:
+            layer: Index into :attr:`layers`.
+            cluster: `(B,)` int64 cluster of each sample, or None without AdaPS.
+        """
+        return None
+
+    @override(nn.Module)
+    def forward(self, x: torch.Tensor, cluster: torch.Tensor | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = self.activation(layer(x))
+            mask = self.hidden_mask(i, cluster)
+            if mask is not None:
+                x = x * mask
+        return x
+
+
+class ConvStack(nn.Module):
+    """Conv layers (in an ``nn.ModuleList``) over `(B, C, H, W)`, flattened to `(B, out_size)`.
+
+    Args:
+        image_shape: (H, W, C) of the input images.
+        filters: (out_channels, kernel, stride) per layer; kernel and stride an int or a pair.
+        activation: RLlib activation name.
+
+    Raises:
+        ValueError: If the filters shrink the image to nothing.
+    """
+
+    def __init__(self, image_shape: Sequence[int], filters: Sequence[Sequence[Any]],
+                 activation: Any) -> None:
+        super().__init__()
+        height, width, channels = (int(s) for s in image_shape)
+        layers, in_channels = [], channels
+        for out_channels, kernel, stride in filters:
+            layers.append(nn.Conv2d(in_channels, int(out_channels), _pair(kernel), _pair(stride)))
+            in_channels = int(out_channels)
+        self.layers = nn.ModuleList(layers)
+        self.activation = _activation(activation)
+        try:
+            with torch.no_grad():
+                out_size = self(torch.zeros(1, channels, height, width)).shape[-1]
+        except RuntimeError:  # a kernel larger than its input
+            out_size = 0
+        if out_size == 0:
+            raise ValueError(f"conv_filters {[list(f) for f in filters]} leave nothing of images of "
+                             f"shape {tuple(image_shape)}. Fix: use fewer, smaller or less strided "
+                             "filters (model_config['conv_filters']).")
+        self.out_size = int(out_size)
+
+    @override(nn.Module)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = self.activation(layer(x))
+        return x.flatten(start_dim=1)
+
+
+class Body(nn.Module):
+    """Observation -> features: an MLP, with a CNN in front for (H, W, C) images.
+
+    Vectors and matrices are flattened. Images with finite bounds are scaled to [0, 1] with
+    the space's elementwise bounds (uint8 pixels and the indicator planes alike).
+
+    Args:
+        obs_space: The Box of the padded (indicated) observations.
+        model_config: See :func:`padded_module_spec`.
+    """
+
+    def __init__(self, obs_space: gym.spaces.Box, model_config: dict) -> None:
+        super().__init__()
+        self.is_image = len(obs_space.shape) == 3
+        if self.is_image:
+            filters = model_config.get("conv_filters") or DEFAULT_CONV_FILTERS
+            self.conv = ConvStack(obs_space.shape, filters, model_config.get("conv_activation", "relu"))
+            in_size = self.conv.out_size
+            low = np.asarray(obs_space.low, np.float64)
+            span = np.asarray(obs_space.high, np.float64) - low
+            finite = np.isfinite(low) & np.isfinite(span) & (span > 0)
+            # Derived from the space, so not part of the state (persistent=False).
+            self.register_buffer("obs_low", torch.as_tensor(np.where(finite, low, 0.0), dtype=torch.float32),
+                                 persistent=False)
+            self.register_buffer("obs_scale", torch.as_tensor(np.where(finite, 1.0 / np.where(finite, span, 1.0), 1.0),
+                                                              dtype=torch.float32), persistent=False)
+        else:
+            self.conv = None
+            in_size = int(np.prod(obs_space.shape))
+        hiddens = model_config.get("fcnet_hiddens") or DEFAULT_HIDDENS
+        self.mlp = MaskableMLP(in_size, hiddens, model_config.get("fcnet_activation", "tanh"))
+        self.out_size = self.mlp.out_size
+
+    @override(nn.Module)
+    def forward(self, obs: torch.Tensor, cluster: torch.Tensor | None = None) -> torch.Tensor:
+        x = obs.float()
+        if self.conv is not None:
+            x = ((x - self.obs_low) * self.obs_scale).permute(0, 3, 1, 2)
+            x = self.conv(x)
+        else:
+            x = x.reshape(x.shape[0], -1)
+        return self.mlp(x, cluster)
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian inputs `(B, 2 * D)` = [mean, log_std]; log_std is state-independent.
+
+    Dimensions where `mask` is 0 are pinned to N(0, 1), independent of the parameters.
+    """
+
+    def __init__(self, in_size: int, dims: int) -> None:
+        super().__init__()
+        self.mean = nn.Linear(in_size, dims)
+        self.log_std = nn.Parameter(torch.zeros(dims))
+
+    @override(nn.Module)
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.to(features.dtype)
+        return torch.cat([self.mean(features) * mask, self.log_std * mask], dim=-1)
+
+
+def _action_dist_cls(space: gym.Space) -> type:
+    if isinstance(space, gym.spaces.Discrete):
+        return TorchCategorical
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return TorchMultiCategorical.get_partial_dist_cls(
+            space=space, input_lens=[int(n) for n in space.nvec.ravel()])
+    return TorchDiagGaussian
+
+
+def _n_outputs(space: gym.Space) -> int:
+    """Size of the action mask: logits (Discrete, MultiDiscrete) or dimensions (Box)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return int(np.sum(space.nvec))
+    return int(np.prod(space.shape))
+
+
+class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, TargetNetworkAPI):
+    """Actor-critic shared by agents whose spaces were padded to the module's spaces.
+
+    Observation space: Dict {"observations": Box (vector, matrix or (H, W, C) image),
+    "action_mask": Box(0, 1, (n,)), optionally "cluster": int64 scalar}. Action space: Discrete,
+    MultiDiscrete or 1-D Box (see :func:`rllib_seps.spaces.padded_action_space`).
+
+    Layout: an actor body (CNN for images, then MLP) and a policy head; the critic has its own
+    body unless ``vf_share_layers`` is set (PPO's default is separate: under parameter sharing
+    the value of one agent type must not pull the shared policy features), then a value head.
+    EnvRunners build it ``inference_only`` (no critic, no target networks).
+
+    Raises (on construction):
+        ValueError: The observation space lacks the "observations" / "action_mask" keys, or the
+            mask size does not match the action space.
+        TypeError: An action space other than Discrete, MultiDiscrete or 1-D Box.
+    """
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        space, actions = self.observation_space, self.action_space
+        if not isinstance(space, gym.spaces.Dict) or not {OBS_KEY, MASK_KEY} <= set(space.spaces):
+            raise ValueError(
+                f"SharedActorCriticModule needs a Dict observation space with keys {OBS_KEY!r} and "
+                f"{MASK_KEY!r}, got {space!r}. Fix: build its spec with padded_module_spec() and "
+                "let rllib_seps.connectors.PadObservations produce its observations.")
+        if not isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)) or (
+                isinstance(actions, gym.spaces.Box) and len(actions.shape) != 1):
+            raise TypeError(f"SharedActorCriticModule supports Discrete, MultiDiscrete and 1-D Box "
+                            f"action spaces, got {actions!r}. Fix: give these agents RLlib's default module.")
+        if space[MASK_KEY].shape != (_n_outputs(actions),):
+            raise ValueError(f"Action mask of shape {space[MASK_KEY].shape} does not fit action space "
+                             f"{actions!r}, which needs ({_n_outputs(actions)},).")
+        config = self.model_config
+        config = dict(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config or {})
+        self.is_box = isinstance(actions, gym.spaces.Box)
+        self.actor_body = Body(space[OBS_KEY], config)
+        width = self.actor_body.out_size
+        if self.is_box:
+            self.pi = GaussianHead(width, _n_outputs(actions))
+        else:
+            self.pi = nn.Linear(width, _n_outputs(actions))
+        self.critic_body = None if config.get("vf_share_layers") else Body(space[OBS_KEY], config)
+        self.vf = nn.Linear(width if self.critic_body is None else self.critic_body.out_size, 1)
+        self.action_dist_cls = _action_dist_cls(actions)
+
+    def _policy_inputs(self, body: Body, head: nn.Module, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked action distribution inputs `(B, n)` and the body's features; every forward
+        path (inference, exploration, train, target) goes through here."""
+        features = body(obs[OBS_KEY], obs.get(CLUSTER_KEY))
+        mask = obs[MASK_KEY]
+        if self.is_box:
+            return head(features, mask), features
+        return head(features) + torch.clamp(torch.log(mask), min=FLOAT_MIN), features
+
+    @override(TorchRLModule)
+    def _forward(self, batch: dict, **kwargs) -> dict:
+        """Inference and exploration (RLlib wraps both in ``no_grad``): masked inputs only."""
+        logits, _ = self._policy_inputs(self.actor_body, self.pi, batch[Columns.OBS])
+        return {Columns.ACTION_DIST_INPUTS: logits}
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict, **kwargs) -> dict:
+        """Masked action distribution inputs, and the critic's features as embeddings."""
+        obs = batch[Columns.OBS]
+        logits, features = self._policy_inputs(self.actor_body, self.pi, obs)
+        embeddings = features if self.critic_body is None else self._critic_features(obs)
+        return {Columns.ACTION_DIST_INPUTS: logits, Columns.EMBEDDINGS: embeddings}
+
+    def _critic_features(self, obs: dict) -> torch.Tensor:
+        body = self.actor_body if self.critic_body is None else self.critic_body
+        return body(obs[OBS_KEY], obs.get(CLUSTER_KEY))
+
+    @override(ValueFunctionAPI)
+    def compute_values(self, batch: dict, embeddings: Any = None) -> torch.Tensor:
+        """State values `(B,)`; `embeddings` from :meth:`_forward_train` skip the critic body."""
+        if embeddings is None:
+            embeddings = self._critic_features(batch[Columns.OBS])
+        return self.vf(embeddings).squeeze(-1)
+
+    @override(InferenceOnlyAPI)
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["critic_body", "vf", "_target_actor_body", "_target_pi"]
+
+    @override(TargetNetworkAPI)
+    def make_target_networks(self) -> None:
+        self._target_actor_body = make_target_network(self.actor_body)
+        self._target_pi = make_target_network(self.pi)
+
+    @override(TargetNetworkAPI)
+    def get_target_network_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.actor_body, self._target_actor_body), (self.pi, self._target_pi)]
+
+    @override(TargetNetworkAPI)
+    def forward_target(self, batch: dict) -> dict:
+        """Masked action distribution inputs of the target networks (APPO)."""
+        logits, _ = self._policy_inputs(self._target_actor_body, self._target_pi, batch[Columns.OBS])
+        return {TARGET_NETWORK_ACTION_DIST_INPUTS: logits}
