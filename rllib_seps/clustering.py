@@ -71,7 +71,7 @@ def _kmeans(means: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def cluster_agents(embeddings: Embeddings, n_clusters: int | str = "auto", *,
                    cluster_on: str = "behaviour", k_criterion: str = "silhouette",
-                   max_clusters: int = 16, separation_threshold: float = 0.05,
+                   max_clusters: int = 16, separation_threshold: float = 0.01,
                    seed: int = 0) -> Clustering:
     """Clusters agents by their behaviour (or embedding means).
 
@@ -89,6 +89,11 @@ def cluster_agents(embeddings: Embeddings, n_clusters: int | str = "auto", *,
     """
     features = embeddings.behaviour if cluster_on == "behaviour" else embeddings.means
     n = len(features)
+    # N points span at most N dimensions: projecting onto them keeps every pairwise distance (so
+    # k-means and the scores are unchanged) and makes them cheap for thousands of features.
+    centred = features - features.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    features = centred @ vt.T
     spread = behaviour_spread(embeddings.behaviour)
     if n_clusters != "auto":
         k = int(n_clusters)

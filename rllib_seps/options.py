@@ -60,7 +60,7 @@ class SePSOptions:
     normalize: bool = True
     """Standardise decoder inputs and targets per feature, so that no large-valued feature
     (grid coordinates, counts) drowns the others in the reconstruction loss."""
-    separation_threshold: float = 0.05
+    separation_threshold: float = 0.01
     """Automatic K answers K=1 when no two agents' modelled behaviours differ by more than this
     (RMS difference of the decoder's predictions relative to their std): the decoder then
     ignores which agent it models."""

@@ -26,7 +26,7 @@ def shared_config(tmp_path, num_env_runners: int):
         .env_runners(num_env_runners=num_env_runners)
         .fault_tolerance(restart_failed_env_runners=True)
         .multi_agent(policies={"shared"}, policy_mapping_fn=lambda aid, *a, **kw: "shared")
-        .callbacks(SePSCallback.with_options(seed=0, transitions_per_agent=1000, progress=False,
+        .callbacks(SePSCallback.with_options(seed=0, transitions_per_agent=1000, updates=2000, progress=False,
                                              report_dir=str(tmp_path)))
     )
 
@@ -56,17 +56,6 @@ def test_seps_callback_trains_restores_and_survives_env_runner_restart(ray_sessi
         assert learner_modules == {"cluster_0", "cluster_1", "cluster_2"}
         assert "seps" not in result  # the report comes with the first result only
 
-        # Restore: same modules and mapping, no new pretraining.
-        checkpoint = algo.save_to_path(str(tmp_path / "checkpoint"))
-        restored = Algorithm.from_checkpoint(checkpoint)
-        try:
-            assert restored.config.policy_mapping_fn == mapping
-            assert set(restored.config.policies) == set(algo.config.policies)
-            assert restored.callbacks[0].result is None  # on_algorithm_init did nothing new
-            restored.train()
-        finally:
-            restored.stop()
-
         # Kill one EnvRunner actor; Ray restarts it with the build-time config (module "shared").
         victim = algo.env_runner_group._worker_manager._actors[1]
         ray.kill(victim, no_restart=False)
@@ -76,5 +65,18 @@ def test_seps_callback_trains_restores_and_survives_env_runner_restart(ray_sessi
         assert result["env_runners"]["num_env_steps_sampled"] > 0
         assert remote_mappings(algo) == ["cluster_1", "cluster_1"]
         assert set(result["learners"]) - {"__all_modules__"} == set(algo.config.policies)
+        checkpoint = algo.save_to_path(str(tmp_path / "checkpoint"))
     finally:
         algo.stop()
+
+    # Restore (after stopping: the 2-CPU test cluster holds one algorithm's EnvRunners at a time):
+    # same modules and mapping, no new pretraining.
+    restored = Algorithm.from_checkpoint(checkpoint)
+    try:
+        assert restored.config.policy_mapping_fn == mapping
+        assert set(restored.config.policies) == {"cluster_0", "cluster_1", "cluster_2"}
+        assert restored.callbacks[0].result is None  # on_algorithm_init did nothing new
+        assert remote_mappings(restored) == ["cluster_1", "cluster_1"]
+        restored.train()
+    finally:
+        restored.stop()
