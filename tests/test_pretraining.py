@@ -14,7 +14,8 @@ from rllib_seps.pretraining import run_pretraining
 from rllib_seps.report import format_report, write_report
 from rllib_seps.rollouts import collect_random_rollouts
 
-QUICK = dict(progress=False)
+# Enough to tell alike from different agents; the ARI tests use the defaults.
+QUICK = dict(progress=False, updates=1500, transitions_per_agent=1000)
 
 
 def bps(counts):
@@ -28,14 +29,14 @@ def true_types(name: str) -> list[int]:
 
 @pytest.mark.parametrize("name", ["bps_1", "bps_4"])
 def test_auto_k_recovers_colours(name):
-    result = run_pretraining(rllib_creator(ENVIRONMENTS[name]), {}, SePSOptions(seed=1, **QUICK))
+    result = run_pretraining(rllib_creator(ENVIRONMENTS[name]), {}, SePSOptions(seed=1, progress=False))
     assert adjusted_rand_score(true_types(name), result.labels) == 1.0
     assert result.clustering.k == len(set(true_types(name)))
     assert result.clustering.scores, "automatic K reports the score of every K tried"
 
 
 def test_same_seed_same_clusters_and_embeddings():
-    runs = [run_pretraining(bps((3, 3)), {}, SePSOptions(seed=3, transitions_per_agent=300, **QUICK))
+    runs = [run_pretraining(bps((3, 3)), {}, SePSOptions(seed=3, progress=False, updates=500, transitions_per_agent=300))
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
     np.testing.assert_allclose(runs[0].embeddings.means, runs[1].embeddings.means)
@@ -56,11 +57,11 @@ def test_two_different_agents_give_two_clusters():
 
 def test_given_k_larger_than_agents_raises():
     with pytest.raises(ValueError, match=r"n_clusters=5 is larger than the number of agents \(3\)"):
-        run_pretraining(bps((1, 1, 1)), {}, SePSOptions(n_clusters=5, transitions_per_agent=10, **QUICK))
+        run_pretraining(bps((1, 1, 1)), {}, SePSOptions(n_clusters=5, transitions_per_agent=10, progress=False))
 
 
 def test_given_k_and_degenerate_k_warns():
-    result = run_pretraining(bps((2, 2)), {}, SePSOptions(n_clusters=2, transitions_per_agent=200, **QUICK))
+    result = run_pretraining(bps((2, 2)), {}, SePSOptions(n_clusters=2, **QUICK))
     assert result.clustering.k == 2 and "given" in result.clustering.reason
     with pytest.warns(UserWarning, match="n_clusters=4 with 4 agents gives one module per agent"):
         cluster_agents(result.embeddings, 4)
@@ -85,7 +86,7 @@ def test_non_multi_agent_env_is_rejected():
 
 
 def test_report_text_json_and_png(tmp_path):
-    result = run_pretraining(bps((2, 2)), {}, SePSOptions(transitions_per_agent=200, **QUICK))
+    result = run_pretraining(bps((2, 2)), {}, SePSOptions(**QUICK))
     text = format_report(result)
     assert "cluster_0" in text and "transitions" in text
     files = write_report(result, tmp_path)
@@ -94,3 +95,26 @@ def test_report_text_json_and_png(tmp_path):
 
     report = json.loads(files["json"].read_text())
     assert report["n_agents"] == 4 and set(report["timings_s"]) >= {"rollouts", "encoder", "clustering"}
+
+
+def test_rollouts_over_ray_tasks_are_deterministic(ray_session):
+    runs = [collect_random_rollouts(bps((2, 2)), {}, transitions_per_agent=200, seed=5, num_tasks=2,
+                                    progress=False) for _ in range(2)]
+    assert min(runs[0].per_agent_counts().values()) >= 200
+    np.testing.assert_array_equal(runs[0].obs, runs[1].obs)
+    np.testing.assert_array_equal(runs[0].agent, runs[1].agent)
+
+
+def test_box_actions_are_encoded_raw():
+    from mpe2 import simple_spread_v3
+
+    from rllib_seps.envs.adapter import SortedParallelEnv
+
+    def creator(cfg):
+        return SortedParallelEnv(simple_spread_v3.parallel_env(N=3, continuous_actions=True, max_cycles=25))
+
+    data = collect_random_rollouts(creator, {}, transitions_per_agent=50, progress=False)
+    assert data.action.shape[1] == 5  # Box(0, 1, (5,)) kept as is, not one-hot
+    assert np.all((data.action >= 0) & (data.action <= 1)) and len(np.unique(data.action)) > 100
+    result = run_pretraining(creator, {}, SePSOptions(**QUICK))
+    assert len(result.labels) == 3
