@@ -30,10 +30,10 @@ from ray.rllib.connectors.env_to_module.observation_preprocessor import (
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.spaces.space_utils import batch as stack_structs
-from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
+from ray.rllib.utils.spaces.space_utils import clip_action, get_base_struct_from_space, unsquash_action
 
 from rllib_seps import spaces as sp
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, SharingPlan
+from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, AgentPlan, SharingPlan
 
 
 def _check_own_spaces(plan: SharingPlan, spaces: gym.Space | None, kind: str) -> None:
@@ -123,28 +123,30 @@ class PadObservations(MultiAgentObservationPreprocessor):
         self._extras: dict[str, dict[str, np.ndarray]] = {}
         self._ambiguous: set[str] = set()
         for agent, agent_plan in plan.agents.items():
-            module = plan.modules[agent_plan.module_id]
-            if module.plain:
-                continue
-            key = (agent_plan.module_id, repr(agent_plan.observation_space))
-            if key not in self._groups:
-                image = module.indication in sp.IMAGE_METHODS
-                self._groups[key] = _ObsGroup(agent_plan.observation_space, module.padded_observation_space,
-                                              module.indication, module.n_indicators, image)
-            self._group_of[agent] = key
-            if module.indication is not None:
-                self._groups[key].indicator[agent] = int(agent_plan.indicator)
-            # Constant per agent: computed once, shared by every step (never written to).
-            extras = {MASK_KEY: sp.action_mask(agent_plan.action_space, module.action_space).astype(np.float32)}
-            if module.n_clusters:
-                extras[CLUSTER_KEY] = np.array(agent_plan.cluster, dtype=np.int64)
-            for value in extras.values():
-                value.flags.writeable = False
-            self._extras[agent] = extras
-            own = agent_plan.observation_space
-            if isinstance(own, gym.spaces.Dict) and set(own.spaces) == {OBS_KEY, *extras}:
-                self._ambiguous.add(agent)
+            if not plan.modules[agent_plan.module_id].plain:
+                self._add_agent(agent, agent_plan)
         super().__init__(input_observation_space, input_action_space, **kwargs)
+
+    def _add_agent(self, agent: str, agent_plan: AgentPlan) -> None:
+        """Puts a padded agent in its group and computes its constant extras (mask, cluster)."""
+        module = self.plan.modules[agent_plan.module_id]
+        own = agent_plan.observation_space
+        key = (agent_plan.module_id, repr(own))
+        if key not in self._groups:
+            self._groups[key] = _ObsGroup(own, module.padded_observation_space, module.indication,
+                                          module.n_indicators, module.indication in sp.IMAGE_METHODS)
+        self._group_of[agent] = key
+        if module.indication is not None:
+            self._groups[key].indicator[agent] = int(agent_plan.indicator)
+        # Computed once and shared by every step; read-only, as episodes keep references.
+        extras = {MASK_KEY: sp.action_mask(agent_plan.action_space, module.action_space).astype(np.float32)}
+        if module.n_clusters:
+            extras[CLUSTER_KEY] = np.array(agent_plan.cluster, dtype=np.int64)
+        for value in extras.values():
+            value.flags.writeable = False
+        self._extras[agent] = extras
+        if isinstance(own, gym.spaces.Dict) and set(own.spaces) == {OBS_KEY, *extras}:
+            self._ambiguous.add(agent)
 
     @override(MultiAgentObservationPreprocessor)
     def recompute_output_observation_space(self, input_observation_space: gym.Space,
@@ -260,6 +262,7 @@ class UnpadActions(ConnectorV2):
         self.clip_actions = bool(clip_actions)
         self._groups: dict[tuple[str, str], _ActionGroup] = {}
         self._group_of: dict[str, tuple[str, str]] = {}
+        self._plain_structs: dict[str, Any] = {}
         for agent, agent_plan in plan.agents.items():
             module = plan.modules[agent_plan.module_id]
             if module.plain:
@@ -300,12 +303,13 @@ class UnpadActions(ConnectorV2):
 
     def _plain_action(self, action: Any, agent: Any) -> Any:
         """What RLlib's NormalizeAndClipActions would send for an agent of a plain module."""
-        space = self.plan.agents[agent].action_space
+        if not (self.normalize_actions or self.clip_actions):
+            return action
+        if agent not in self._plain_structs:
+            self._plain_structs[agent] = get_base_struct_from_space(self.plan.agents[agent].action_space)
         if self.normalize_actions:
-            return unsquash_action(action, space)
-        if self.clip_actions:
-            return clip_action(action, space)
-        return action
+            return unsquash_action(action, self._plain_structs[agent])
+        return clip_action(action, self._plain_structs[agent])
 
     def _unpad(self, group: _ActionGroup, keys: list[tuple], actions: dict) -> np.ndarray:
         stacked = np.array([a for key in keys for a in actions[key]])

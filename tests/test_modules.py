@@ -1,0 +1,227 @@
+"""Tests of SharedActorCriticModule: masking in every forward path, shapes, bodies, sizes, errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
+
+from rllib_seps.modules import ConvStack, MaskableMLP, SharedActorCriticModule, padded_module_spec
+from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, build_plan
+
+Box, Discrete, MultiDiscrete = gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete
+
+
+def vec(n: int) -> Box:
+    return Box(-1.0, 1.0, (n,), np.float32)
+
+
+def make_module(strategy, obs, act, labels=None, model_config=None, **plan_kwargs):
+    """The module of a one-module plan, and that plan."""
+    plan = build_plan(strategy, obs, act, labels, **plan_kwargs)
+    (module_plan,) = plan.modules.values()
+    return padded_module_spec(module_plan, model_config or {}).build(), plan
+
+
+def batch_of(plan, agents: list[str], seed: int = 0) -> dict:
+    """A Columns.OBS batch: one sampled observation per entry of `agents`, with that agent's mask."""
+    from rllib_seps.connectors import PadObservations
+
+    connector = PadObservations(plan=plan)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, agent in enumerate(agents):
+        space = plan.agents[agent].observation_space
+        space.seed(int(rng.integers(1 << 30)))
+        rows.append(connector.preprocess({agent: space.sample()}, None)[agent])
+    obs = {key: torch.as_tensor(np.stack([row[key] for row in rows])) for key in rows[0]}
+    return {Columns.OBS: obs}
+
+
+def masks_of(batch: dict) -> torch.Tensor:
+    return batch[Columns.OBS][MASK_KEY].bool()
+
+
+# Three agents, two observation sizes, Discrete(3) / Discrete(3) / Discrete(6).
+OBS = {"a": vec(4), "b": vec(4), "c": vec(7)}
+ACT = {"a": Discrete(3), "b": Discrete(3), "c": Discrete(6)}
+MIXED = ["a", "b", "c", "c", "a", "c"]
+
+
+def bias_towards_padding(head: torch.nn.Linear, big: float = 50.0) -> None:
+    """Makes padded actions (3 and up) the most likely ones, if the mask did not remove them."""
+    with torch.no_grad():
+        head.bias[3:] += big
+
+
+def test_masked_actions_have_zero_probability_in_every_forward_path():
+    module, plan = make_module("fups_id", OBS, ACT)
+    bias_towards_padding(module.pi)
+    batch = batch_of(plan, MIXED)
+    mask = masks_of(batch)
+    outputs = {
+        "inference": module.forward_inference(batch),
+        "exploration": module.forward_exploration(batch),
+        "train": module.forward_train(batch),
+    }
+    for path, out in outputs.items():
+        dist_cls = {"inference": module.get_inference_action_dist_cls,
+                    "exploration": module.get_exploration_action_dist_cls,
+                    "train": module.get_train_action_dist_cls}[path]()
+        dist = dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS])
+        probs = torch.softmax(out[Columns.ACTION_DIST_INPUTS], dim=-1)
+        assert torch.all(probs[~mask] == 0), path
+        assert torch.allclose(probs.sum(-1), torch.ones(len(MIXED))), path
+        samples = torch.stack([dist.sample() for _ in range(200)])  # (200, B)
+        assert torch.all(mask.gather(1, samples.T)), f"{path}: a padded action was sampled"
+        greedy = dist.to_deterministic().sample()
+        assert torch.all(mask.gather(1, greedy[:, None])), path
+        logp = dist.logp(torch.full((len(MIXED),), 5))  # action 5 exists only for agent c
+        assert torch.all(torch.isfinite(logp[mask[:, 5]])) and torch.all(logp[~mask[:, 5]] < -1e30)
+
+
+def test_training_loss_gives_no_gradient_through_masked_logits():
+    module, plan = make_module("fups_id", OBS, ACT)
+    batch = batch_of(plan, ["a", "b", "a"])  # only agents with 3 valid actions
+    out = module.forward_train(batch)
+    dist = module.get_train_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+    loss = -(dist.logp(torch.tensor([0, 1, 2])).sum() + dist.entropy().sum())
+    loss.backward()
+    assert torch.all(module.pi.weight.grad[3:] == 0) and torch.all(module.pi.bias.grad[3:] == 0)
+    assert torch.any(module.pi.weight.grad[:3] != 0)
+
+
+def test_multidiscrete_components_are_masked_separately():
+    obs = {"a": vec(3), "b": vec(5)}
+    act = {"a": MultiDiscrete([2, 4]), "b": MultiDiscrete([3, 2])}
+    module, plan = make_module("fups", obs, act)
+    assert module.action_space == MultiDiscrete([3, 4])
+    with torch.no_grad():
+        module.pi.bias += 50.0 * torch.tensor([0, 0, 1, 0, 0, 1, 1])  # favour padded entries
+    batch = batch_of(plan, ["a", "b", "a", "b"])
+    for forward in (module.forward_inference, module.forward_exploration, module.forward_train):
+        logits = forward(batch)[Columns.ACTION_DIST_INPUTS]
+        dist = module.get_inference_action_dist_cls().from_logits(logits)
+        samples = torch.stack([dist.sample() for _ in range(200)])  # (200, B, 2)
+        own = torch.tensor([[2, 4], [3, 2], [2, 4], [3, 2]])
+        assert torch.all(samples < own) and torch.all(dist.to_deterministic().sample() < own)
+
+
+def test_box_padded_dimensions_are_pinned_and_get_no_gradient():
+    obs = {"a": vec(3), "b": vec(5)}
+    act = {"a": Box(-1.0, 1.0, (2,), np.float32), "b": Box(-2.0, 2.0, (4,), np.float32)}
+    module, plan = make_module("fups", obs, act)
+    with torch.no_grad():
+        module.pi.log_std += 0.7
+    batch = batch_of(plan, ["a", "b"])
+    out = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]
+    assert out.shape == (2, 8)
+    mean, log_std = out.chunk(2, dim=-1)
+    assert torch.all(mean[0, 2:] == 0) and torch.all(log_std[0, 2:] == 0)  # N(0, 1) on padding
+    assert torch.allclose(log_std[0, :2], torch.full((2,), 0.7)) and torch.allclose(log_std[1], torch.full((4,), 0.7))
+    dist = module.get_train_action_dist_cls().from_logits(out)
+    actions = dist.sample()
+    logp_padding = torch.distributions.Normal(mean[0, 2:], log_std[0, 2:].exp()).log_prob(actions[0, 2:]).sum()
+    logp_padding.backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in module.parameters())
+
+
+def test_value_has_shape_b_with_and_without_embeddings():
+    for model_config in ({}, {"vf_share_layers": True}):
+        module, plan = make_module("fups_id", OBS, ACT, model_config=model_config)
+        batch = batch_of(plan, MIXED)
+        values = module.compute_values(batch)
+        assert values.shape == (len(MIXED),)
+        out = module.forward_train(batch)
+        assert torch.allclose(module.compute_values(batch, out[Columns.EMBEDDINGS]), values)
+        assert (module.critic_body is None) == bool(model_config)
+
+
+def test_parameter_counts_follow_the_spaces():
+    hiddens = [32, 16]
+    module, _ = make_module("fups_id", OBS, ACT, model_config={"fcnet_hiddens": hiddens})
+    inputs = 7 + 3  # largest observation + one-hot over three agents
+    body = (inputs * 32 + 32) + (32 * 16 + 16)
+    assert sum(p.numel() for p in module.actor_body.parameters()) == body
+    assert sum(p.numel() for p in module.critic_body.parameters()) == body
+    assert sum(p.numel() for p in module.pi.parameters()) == 16 * 6 + 6
+    assert sum(p.numel() for p in module.vf.parameters()) == 16 + 1
+    assert sum(p.numel() for p in module.parameters()) == 2 * body + (16 * 6 + 6) + 17
+    assert isinstance(module.actor_body.mlp, MaskableMLP)
+    assert isinstance(module.actor_body.mlp.layers, torch.nn.ModuleList)
+
+
+def test_images_get_a_cnn_and_scaled_pixels():
+    image = Box(0, 255, (20, 20, 2), np.uint8)
+    module, plan = make_module("fups_id", {"p": image, "q": image}, {"p": Discrete(3), "q": Discrete(3)},
+                               indication="geometric",
+                               model_config={"conv_filters": [[8, 4, 2], [8, 3, 2]], "fcnet_hiddens": [16]})
+    body = module.actor_body
+    assert body.is_image and isinstance(body.conv, ConvStack)
+    assert body.conv.layers[0].in_channels == 3  # 2 channels + the geometric indicator plane
+    assert body.conv.out_size == 8 * 4 * 4  # 20 -> 9 -> 4
+    assert body.mlp.layers[0].in_features == 128
+    assert float(body.obs_scale.max()) == pytest.approx(1 / 255)
+    batch = batch_of(plan, ["p", "q", "p"])
+    assert batch[Columns.OBS][OBS_KEY].dtype == torch.uint8
+    assert module.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS].shape == (3, 3)
+    assert module.compute_values(batch).shape == (3,)
+    # Buffers derived from the space are not part of the state that RLlib syncs.
+    assert not any("obs_low" in key or "obs_scale" in key for key in module.state_dict())
+
+
+def test_conv_filters_that_leave_nothing_raise():
+    with pytest.raises(ValueError, match=r"leave nothing of images of shape \(6, 6, 1\)"):
+        ConvStack((6, 6, 1), [[8, 4, 2], [8, 4, 2]], "relu")
+
+
+def test_adaps_cluster_reaches_the_mask_hook():
+    module, plan = make_module("adaps", OBS, ACT, labels=[0, 0, 1])
+    assert CLUSTER_KEY in module.observation_space.spaces
+    seen = []
+    module.actor_body.mlp.hidden_mask = lambda layer, cluster: seen.append((layer, cluster.tolist()))
+    module.forward_exploration(batch_of(plan, ["a", "c", "b"]))
+    assert seen == [(0, [0, 1, 0]), (1, [0, 1, 0])]
+
+
+def test_target_networks_are_masked_too():
+    module, plan = make_module("fups_id", OBS, ACT)
+    module.make_target_networks()
+    bias_towards_padding(module._target_pi)
+    batch = batch_of(plan, MIXED)
+    logits = module.forward_target(batch)[TARGET_NETWORK_ACTION_DIST_INPUTS]
+    assert torch.all(torch.softmax(logits, -1)[~masks_of(batch)] == 0)
+    assert [main for main, _ in module.get_target_network_pairs()] == [module.actor_body, module.pi]
+
+
+def test_inference_only_module_has_no_critic():
+    plan = build_plan("fups_id", OBS, ACT)
+    spec = padded_module_spec(plan.modules["shared"], {})
+    spec.inference_only = True
+    module = spec.build()
+    assert not hasattr(module, "critic_body") and not hasattr(module, "vf")
+    learner_module = padded_module_spec(plan.modules["shared"], {}).build()
+    state = learner_module.get_state(inference_only=True)
+    assert not any(key.startswith(("critic_body", "vf")) for key in state)
+    module.set_state(state)
+
+
+def test_observation_space_without_mask_raises():
+    with pytest.raises(ValueError, match="needs a Dict observation space with keys 'observations' and 'action_mask'"):
+        SharedActorCriticModule(observation_space=vec(4), action_space=Discrete(3), model_config={})
+
+
+def test_unsupported_action_space_raises():
+    space = gym.spaces.Dict({OBS_KEY: vec(4), MASK_KEY: Box(0.0, 1.0, (2,), np.float32)})
+    with pytest.raises(TypeError, match=r"supports Discrete, MultiDiscrete and 1-D Box action spaces, got Tuple"):
+        SharedActorCriticModule(observation_space=space, model_config={},
+                                action_space=gym.spaces.Tuple([Discrete(2), Discrete(2)]))
+
+
+def test_mask_of_wrong_size_raises():
+    space = gym.spaces.Dict({OBS_KEY: vec(4), MASK_KEY: Box(0.0, 1.0, (2,), np.float32)})
+    with pytest.raises(ValueError, match=r"Action mask of shape \(2,\) does not fit action space Discrete\(3\)"):
+        SharedActorCriticModule(observation_space=space, action_space=Discrete(3), model_config={})
