@@ -6,6 +6,9 @@ How to run (defaults: the core tasks, 5 seeds each):
     python benchmarks/pretraining.py
     python benchmarks/pretraining.py --tasks bps_h_1 crware_1 lbf --seeds 5
 
+Each task runs with the SePS options of its tuned config (``tuned_configs/<task>-seps-ppo.yaml``,
+e.g. more random transitions for sparse-reward tasks) where one exists, else the defaults.
+
 Targets: ARI 1.0 for every seed, and under 60 s end to end for the 200-agent BPS on 2 cores.
 """
 
@@ -14,6 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
+
+import yaml
 
 from sklearn.metrics import adjusted_rand_score
 
@@ -24,6 +30,21 @@ from rllib_seps.pretraining import run_pretraining
 
 CORE_TASKS = ["bps_1", "bps_2", "bps_3", "bps_4", "bps_200"]
 PAPER_TASKS = ["bps_h_1", "bps_h_2", "bps_h_3", "crware_1", "crware_2", "crware_3", "lbf"]
+
+
+TUNED = Path(__file__).resolve().parent.parent / "tuned_configs"
+
+
+def tuned_options(task: str) -> dict:
+    """The pretraining options of the task's tuned SePS config, if it has one."""
+    path = TUNED / f"{task}-seps-ppo.yaml"
+    if not path.exists():
+        return {}
+    (experiment,) = yaml.safe_load(path.read_text()).values()
+    options = dict(experiment["config"].get("seps", {}))
+    for key in ("strategy", "seed", "progress", "report_dir"):
+        options.pop(key, None)
+    return options
 
 
 def true_types(task: str) -> list[int]:
@@ -45,9 +66,12 @@ def main() -> int:
     failures, worst = [], {}
     for task in tasks:
         truth = true_types(task)
+        options = tuned_options(task)
+        if options:
+            print(f"{task}: options from its tuned config: {options}")
         for seed in range(args.seeds):
             result = run_pretraining(rllib_creator(ENVIRONMENTS[task]), {},
-                                     SePSOptions(seed=seed, progress=False))
+                                     SePSOptions(seed=seed, progress=False, **options))
             ari = adjusted_rand_score(truth, result.labels)
             t = result.timings
             print(f"{task:<10} {seed:>4} {len(truth):>6} {result.clustering.k:>3} {ari:>5.2f} "

@@ -9,11 +9,13 @@ import copy
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from rllib_seps.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining import PretrainingResult, run_pretraining
 from rllib_seps.rollouts import EnvCreator, make_env
@@ -66,7 +68,8 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
     """One ``RLModuleSpec`` per module of the plan, with explicit spaces.
 
     Plain modules leave ``module_class`` empty so that RLlib fills in the algorithm's default;
-    padded modules use :class:`rllib_seps.modules.SharedActorCriticModule`.
+    padded modules use :class:`rllib_seps.modules.SharedActorCriticModule`. An AdaPS module's
+    cluster centres (from the plan) join its model_config, where the module finds them.
     """
     specs = {}
     for module_id, module in plan.modules.items():
@@ -77,7 +80,10 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
         else:
             from rllib_seps.modules import padded_module_spec
 
-            specs[module_id] = padded_module_spec(module, dict(model_config or {}))
+            own_config = dict(model_config or {})
+            if module.cluster_centres:
+                own_config[CENTRES_KEY] = [list(row) for row in module.cluster_centres]
+            specs[module_id] = padded_module_spec(module, own_config)
     return MultiRLModuleSpec(rl_module_specs=specs)
 
 
@@ -105,6 +111,8 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
     """Returns a copy of ``config`` set up for the chosen sharing strategy, ready to build.
 
     For ``seps`` and ``adaps`` this runs SePS pretraining now, on the config's environment.
+    For ``adaps`` each cluster's centre is the mean of its agents' encoder means; the masks'
+    densities and overlaps are stored in ``result.adaps_masks`` (and so in the report).
 
     Args:
         config: An RLlib config of a multi-agent capable algorithm with a multi-agent env.
@@ -123,6 +131,24 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
     result = None
     if options.strategy in ("seps", "adaps"):
         result = run_pretraining(creator, copy.deepcopy(dict(config.env_config)), options)
+    model_config, centres = dict(options.module_kwargs), None
+    if options.strategy == "adaps":
+        labels = np.asarray(result.labels)
+        means = result.embeddings.means
+        centres = np.stack([means[labels == k].mean(axis=0) for k in range(labels.max() + 1)])
+        model_config.update(adaps_model_config(drop_threshold=options.adaps_drop_threshold,
+                                               masked_layers=options.adaps_masked_layers, seed=options.seed))
+        result.adaps_masks = _adaps_mask_report(config, model_config, centres)
     plan = build_plan(options.strategy, obs_spaces, act_spaces,
-                      labels=None if result is None else result.labels)
-    return apply_plan(config, plan, options.module_kwargs), result
+                      labels=None if result is None else result.labels, centres=centres)
+    return apply_plan(config, plan, model_config), result
+
+
+def _adaps_mask_report(config: AlgorithmConfig, model_config: dict, centres: np.ndarray) -> dict[str, Any]:
+    """Densities and overlaps of the masks the AdaPS module will build (see rllib_seps.adaps)."""
+    from rllib_seps.modules import DEFAULT_HIDDENS
+
+    # The module sees the algorithm's model_config updated with the spec's (as RLlib merges them).
+    merged = {**config.model_config, **model_config, CENTRES_KEY: centres.tolist()}
+    widths = [int(h) for h in merged.get("fcnet_hiddens") or DEFAULT_HIDDENS]
+    return mask_report(masks_for_module(merged, len(centres), widths))

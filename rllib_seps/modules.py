@@ -87,6 +87,7 @@ def _activation(name: Any) -> nn.Module:
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """(h, w) from an int or a pair (conv kernel and stride)."""
     if isinstance(value, (int, np.integer)):
         return int(value), int(value)
     return int(value[0]), int(value[1])
@@ -95,8 +96,11 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 class MaskableMLP(nn.Module):
     """Dense layers (kept in an ``nn.ModuleList``), each followed by the activation.
 
-    :meth:`hidden_mask` is the single place where AdaPS will switch hidden units off per sample
-    (selected by the sample's cluster index); it returns None (no mask) for now.
+    :meth:`hidden_mask` is the single place where AdaPS switches hidden units off per sample:
+    :meth:`set_cluster_masks` registers one `(K, width)` bool buffer per masked layer
+    (``cluster_mask_<layer>``: saved in the state dict, synced to EnvRunners, never trained), and
+    each sample's row is picked by its cluster index inside the batched forward pass, so a batch
+    mixing clusters costs one pass. Without masks (or without a cluster) nothing is masked.
 
     Args:
         in_size: Input features.
@@ -110,6 +114,25 @@ class MaskableMLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.activation = _activation(activation)
         self.out_size = sizes[-1]
+        self._mask_names: tuple[str | None, ...] = (None,) * len(self.layers)
+
+    def set_cluster_masks(self, masks: Sequence[np.ndarray | None]) -> None:
+        """Registers the AdaPS masks as buffers: `(K, width)` bool per layer, None to leave a layer whole.
+
+        Raises:
+            ValueError: If the masks do not match the layers' widths.
+        """
+        if len(masks) != len(self.layers):
+            raise ValueError(f"Got AdaPS masks for {len(masks)} layers; this MLP has {len(self.layers)}.")
+        names = []
+        for i, (layer, mask) in enumerate(zip(self.layers, masks)):
+            if mask is not None and (np.ndim(mask) != 2 or np.shape(mask)[1] != layer.out_features):
+                raise ValueError(f"AdaPS mask of layer {i} has shape {np.shape(mask)}; the layer "
+                                 f"has {layer.out_features} units, so it needs (K, {layer.out_features}).")
+            if mask is not None:
+                self.register_buffer(f"cluster_mask_{i}", torch.as_tensor(np.asarray(mask, bool)))
+            names.append(None if mask is None else f"cluster_mask_{i}")
+        self._mask_names = tuple(names)
 
     def hidden_mask(self, layer: int, cluster: torch.Tensor | None) -> torch.Tensor | None:
         """Per-sample 0/1 mask `(B, width)` over the units of `layer`, or None for no mask.
@@ -118,7 +141,10 @@ class MaskableMLP(nn.Module):
             layer: Index into :attr:`layers`.
             cluster: `(B,)` int64 cluster of each sample, or None without AdaPS.
         """
-        return None
+        name = self._mask_names[layer]
+        if name is None or cluster is None:
+            return None
+        return getattr(self, name)[cluster.long()]
 
     @override(nn.Module)
     def forward(self, x: torch.Tensor, cluster: torch.Tensor | None = None) -> torch.Tensor:
@@ -190,12 +216,12 @@ class Body(nn.Module):
             in_size = self.conv.out_size
             low = np.asarray(obs_space.low, np.float64)
             span = np.asarray(obs_space.high, np.float64) - low
-            finite = np.isfinite(low) & np.isfinite(span) & (span > 0)
+            scaled = np.isfinite(low) & np.isfinite(span) & (span > 0)  # else left as they are
+            offset, scale = np.where(scaled, low, 0.0), np.ones_like(span)
+            scale[scaled] = 1.0 / span[scaled]
             # Derived from the space, so not part of the state (persistent=False).
-            self.register_buffer("obs_low", torch.as_tensor(np.where(finite, low, 0.0), dtype=torch.float32),
-                                 persistent=False)
-            self.register_buffer("obs_scale", torch.as_tensor(np.where(finite, 1.0 / np.where(finite, span, 1.0), 1.0),
-                                                              dtype=torch.float32), persistent=False)
+            self.register_buffer("obs_low", torch.as_tensor(offset, dtype=torch.float32), persistent=False)
+            self.register_buffer("obs_scale", torch.as_tensor(scale, dtype=torch.float32), persistent=False)
         else:
             self.conv = None
             in_size = int(np.prod(obs_space.shape))
@@ -261,6 +287,11 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
     the value of one agent type must not pull the shared policy features), then a value head.
     EnvRunners build it ``inference_only`` (no critic, no target networks).
 
+    AdaPS (a "cluster" key in the observation space): every hidden layer chosen by
+    ``model_config["adaps_masked_layers"]`` gets one fixed bool mask per cluster (buffers, see
+    :class:`MaskableMLP`), built by :func:`rllib_seps.adaps.masks_for_module` from the
+    ``adaps_*`` model_config entries; the critic body gets the same masks as the actor body.
+
     Raises (on construction):
         ValueError: The observation space lacks the "observations" / "action_mask" keys, or the
             mask size does not match the action space.
@@ -294,6 +325,16 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
         self.critic_body = None if config.get("vf_share_layers") else Body(space[OBS_KEY], config)
         self.vf = nn.Linear(width if self.critic_body is None else self.critic_body.out_size, 1)
         self.action_dist_cls = _action_dist_cls(actions)
+        if CLUSTER_KEY in space.spaces:
+            # AdaPS: one fixed mask per cluster (rllib_seps.adaps), the same over the actor's and
+            # the critic's hidden units, so a cluster's policy and value use one sub-network.
+            from rllib_seps.adaps import masks_for_module
+
+            widths = [layer.out_features for layer in self.actor_body.mlp.layers]
+            masks = masks_for_module(config, int(space[CLUSTER_KEY].high.max()) + 1, widths)
+            for body in (self.actor_body, self.critic_body):
+                if body is not None:
+                    body.mlp.set_cluster_masks(masks)
 
     def _policy_inputs(self, body: Body, head: nn.Module, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked action distribution inputs `(B, n)` and the body's features; every forward

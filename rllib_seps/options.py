@@ -69,6 +69,22 @@ class SePSOptions:
     strategy: Strategy = "seps"
     """How agents share networks: nops (one module per agent), fups (one for all), fups_id (one
     for all, plus agent indication), seps (one per cluster), adaps (one, masked per cluster)."""
+    adaps_drop_threshold: float = 0.5
+    """AdaPS drop threshold lambda in (0, 1): a hidden unit is off for a cluster when the mapping
+    network's sigmoid output for the cluster's centre is below it. 0.5 keeps about half of the
+    units per cluster (0.3 about 3/4, 0.7 about 1/4); see rllib_seps/adaps.py for the mapping.
+    Measured (PPO on BPS(1), K=3, fcnet_hiddens [64, 64], 6 iterations of 400 env steps, one
+    seed): mean return over the last 3 iterations -406 at lambda 0.3 and 0.5 on all layers, -419 at
+    0.7 on all layers (about 19 of 64 units left per layer and cluster), -404 to -410 for 0.3-0.7 on
+    the first layer only, fups -428. Short and noisy, but too little capacity is the one visible
+    loss; 0.5 lies in the flat region and gives clusters about 55% of the units each, about 40%
+    shared between two clusters (Jaccard 0.39-0.45)."""
+    adaps_masked_layers: Literal["all"] | tuple[int, ...] = "all"
+    """AdaPS: the hidden layers (indices into fcnet_hiddens) that get a mask per cluster, or
+    "all" (default). The actor and critic bodies are masked alike. Masking only the first layer
+    measured the same as all layers (see adaps_drop_threshold); "all" gives each cluster its own
+    units throughout, as in the paper's sub-networks; a masked layer costs one row gather and one
+    multiply in the batched forward pass."""
     progress: bool = True
     """Show progress bars for rollouts and encoder training."""
     report_dir: str | None = None
@@ -94,6 +110,19 @@ class SePSOptions:
         _check(self.k_criterion in ("silhouette", "davies_bouldin"), "k_criterion",
                self.k_criterion, 'must be "silhouette" or "davies_bouldin"')
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"must be one of {STRATEGIES}")
+        _check(isinstance(self.adaps_drop_threshold, (int, float)) and 0 < self.adaps_drop_threshold < 1,
+               "adaps_drop_threshold", self.adaps_drop_threshold, "must lie in (0, 1); 0.5 keeps about half "
+               "of the hidden units per cluster")
+        layers = self.adaps_masked_layers
+        if not isinstance(layers, str):
+            ok = (isinstance(layers, (list, tuple)) and len(layers) > 0
+                  and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers))
+            _check(ok, "adaps_masked_layers", layers, 'must be "all" or a non-empty list of hidden '
+                   "layer indices >= 0, e.g. [0]")
+            object.__setattr__(self, "adaps_masked_layers", tuple(layers))
+        else:
+            _check(layers == "all", "adaps_masked_layers", layers, 'must be "all" or a list of hidden '
+                   "layer indices, e.g. [0]")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None) -> "SePSOptions":

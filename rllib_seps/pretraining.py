@@ -26,6 +26,8 @@ class PretrainingResult:
         clustering: The clusters and how K was chosen.
         transitions: Transitions used, per agent.
         timings: Seconds spent in ``rollouts``, ``encoder``, ``clustering`` and ``total``.
+        adaps_masks: For strategy ``adaps``: the masks' densities and overlaps
+            (:func:`rllib_seps.adaps.mask_report`), set by ``with_sharing``; else None.
     """
 
     agent_ids: list[str]
@@ -33,6 +35,7 @@ class PretrainingResult:
     clustering: Clustering
     transitions: dict[str, int]
     timings: dict[str, float]
+    adaps_masks: dict[str, Any] | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -47,7 +50,7 @@ class PretrainingResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready report: mapping, cluster sizes, scores per K, timings, transitions."""
         mapping = self.mapping
-        return {
+        summary = {
             "n_agents": len(self.agent_ids),
             "k": self.clustering.k,
             "k_reason": self.clustering.reason,
@@ -63,6 +66,9 @@ class PretrainingResult:
             "timings_s": self.timings,
             "embedding_means": {a: m.tolist() for a, m in zip(self.agent_ids, self.embeddings.means)},
         }
+        if self.adaps_masks is not None:
+            summary["adaps_masks"] = self.adaps_masks
+        return summary
 
 
 def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,

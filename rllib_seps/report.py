@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rllib_seps.adaps import format_mask_report
 from rllib_seps.pretraining import PretrainingResult
 
 REPORT_JSON = "seps_report.json"
@@ -28,6 +29,8 @@ def format_report(result: PretrainingResult) -> str:
     lines.append(f"  {s['transitions_total']} transitions ({s['transitions_per_agent']} per agent); "
                  f"rollouts {t['rollouts']:.1f}s, encoder {t['encoder']:.1f}s, "
                  f"clustering {t['clustering']:.1f}s, total {t['total']:.1f}s")
+    if s.get("adaps_masks"):
+        lines.append(format_mask_report(s["adaps_masks"]))
     return "\n".join(lines)
 
 

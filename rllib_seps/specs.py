@@ -54,6 +54,9 @@ class ModulePlan:
         n_indicators: Number of distinct indicator values.
         n_clusters: Number of AdaPS clusters (masks), or 0 without AdaPS.
         plain: True when RLlib's default module serves it unchanged.
+        cluster_centres: AdaPS only: the centre of each cluster in embedding space (row k for
+            cluster k), from which :mod:`rllib_seps.adaps` derives the cluster's mask; empty
+            when unknown (the module then uses equidistant centres).
     """
 
     agents: tuple[str, ...]
@@ -63,6 +66,7 @@ class ModulePlan:
     n_indicators: int = 0
     n_clusters: int = 0
     plain: bool = False
+    cluster_centres: tuple[tuple[float, ...], ...] = ()
 
     @property
     def observation_space(self) -> gym.Space:
@@ -121,7 +125,8 @@ def _default_indication(space: gym.Space, n: int) -> str:
 
 def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
                action_spaces: Mapping[str, gym.Space], labels: Sequence[int] | None = None, *,
-               indication: str | None = None, force_padding: bool = False) -> SharingPlan:
+               indication: str | None = None, force_padding: bool = False,
+               centres: Sequence[Sequence[float]] | None = None) -> SharingPlan:
     """Builds the plan of a sharing strategy.
 
     Args:
@@ -135,6 +140,8 @@ def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
             64 agents, a binary code beyond, a binary image code for images).
         force_padding: Serve even homogeneous modules through the padding connector and module
             (used to measure their overhead).
+        centres: ``adaps`` only: `(K, m)` centre of each cluster (e.g. the mean encoder mean of
+            its agents), kept in the module plan for the masks. Optional.
 
     Raises:
         ValueError: For an unknown strategy, missing labels, or spaces that cannot share.
@@ -159,6 +166,13 @@ def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
                          "nops, fups, fups_id, seps, adaps.")
 
     n_clusters = max(labels) + 1 if strategy == "adaps" else 0
+    centre_rows: tuple[tuple[float, ...], ...] = ()
+    if n_clusters and centres is not None:
+        centre_rows = tuple(tuple(float(v) for v in row) for row in centres)
+        if len(centre_rows) != n_clusters or len({len(row) for row in centre_rows}) != 1:
+            sizes = sorted({len(row) for row in centre_rows})
+            raise ValueError(f"AdaPS needs one centre of one size per cluster ({n_clusters} clusters); "
+                             f"got {len(centre_rows)} centres of sizes {sizes}.")
     plan = SharingPlan(strategy)
     for module_id in sorted(set(module_of.values())):
         members = [a for a in agents if module_of[a] == module_id]
@@ -176,6 +190,7 @@ def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
             padded_observation_space=obs[members[0]] if plain else sp.padded_observation_space(obs),
             action_space=act[members[0]] if plain else sp.padded_action_space(act),
             indication=method, n_indicators=n_ind if method else 0, n_clusters=n_clusters, plain=plain,
+            cluster_centres=centre_rows,
         )
         for i, a in enumerate(members):
             plan.agents[a] = AgentPlan(
