@@ -31,7 +31,6 @@ from rllib_seps.modules import SharedActorCriticModule, padded_module_spec
 from rllib_seps.report import format_report
 from rllib_seps.specs import CLUSTER_KEY, build_plan
 from tests.conftest import quick_ppo_config
-from tests.test_modules import ACT, OBS, batch_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Overriding environment rllib-multi-agent-env-v0")
 
@@ -112,7 +111,22 @@ def test_adaps_options_are_validated():
 
 # ------------------------------------------------------------------ the masked module (no Ray)
 
-LABELS = [0, 0, 1]  # agents a, b (4-dim observations) and c (7-dim): OBS / ACT of test_modules
+# Three agents, two observation sizes and two action spaces; a and b form cluster 0, c cluster 1.
+OBS = {a: gym.spaces.Box(-1.0, 1.0, (n,), np.float32) for a, n in (("a", 4), ("b", 4), ("c", 7))}
+ACT = {"a": gym.spaces.Discrete(3), "b": gym.spaces.Discrete(3), "c": gym.spaces.Discrete(6)}
+LABELS = [0, 0, 1]
+
+
+def batch_of(plan, agents: list[str], seed: int = 0) -> dict:
+    """A Columns.OBS batch of one sampled observation per entry of `agents`, as the connector emits."""
+    from rllib_seps.connectors import PadObservations
+
+    connector, rng, rows = PadObservations(plan=plan), np.random.default_rng(seed), []
+    for agent in agents:
+        space = plan.agents[agent].observation_space
+        space.seed(int(rng.integers(1 << 30)))
+        rows.append(connector.preprocess({agent: space.sample()}, None)[agent])
+    return {Columns.OBS: {key: torch.as_tensor(np.stack([row[key] for row in rows])) for key in rows[0]}}
 
 
 def adaps_module(model_config=None, labels=LABELS, centres=CENTRES[:2]):
@@ -277,5 +291,28 @@ def test_ppo_trains_adaps_on_simple_world_comm(ray_session):
         module = learner_module(algo)
         assert module.actor_body.mlp.cluster_mask_0.shape == (2, module.actor_body.mlp.layers[0].out_features)
         assert not hasattr(module.actor_body.mlp, "cluster_mask_1")
+    finally:
+        algo.stop()
+
+
+@pytest.mark.slow
+def test_appo_trains_adaps_and_its_target_network_keeps_the_masks(ray_session):
+    from ray.rllib.algorithms.appo import APPOConfig
+
+    config = (APPOConfig().environment("bps_1", env_config={"max_cycles": 25})
+              .env_runners(num_env_runners=1, num_cpus_per_env_runner=1)
+              .training(train_batch_size_per_learner=200))
+    obs, act = env_spaces(env_creator_of(config), config.env_config)
+    plan = build_plan("adaps", obs, act, labels=[i // 5 for i in range(15)])
+    algo = apply_plan(config, plan, {"fcnet_hiddens": [32, 32], **adaps_model_config()}).build_algo()
+    try:
+        module = learner_module(algo)
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        for _ in range(3):
+            algo.train()
+        after = module.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before if "cluster_mask" in k)
+        assert any(not torch.equal(before[k], after[k]) for k in before if "cluster_mask" not in k)
+        assert torch.equal(module._target_actor_body.mlp.cluster_mask_1, module.actor_body.mlp.cluster_mask_1)
     finally:
         algo.stop()
