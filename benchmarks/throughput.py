@@ -62,9 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=5,
                         help="timed iterations per strategy (after 1 warm-up)")
     parser.add_argument("--max-cycles", type=int, default=25, help="episode length (env_config max_cycles)")
-    parser.add_argument("--train-batch-size", type=int, default=200, help="env steps per iteration")
-    parser.add_argument("--minibatch-size", type=int, default=200,
-                        help="PPO minibatch size (at most --train-batch-size)")
+    parser.add_argument("--agent-steps", type=int, default=30000,
+                        help="agent steps per iteration: the train batch is this / number of agents, "
+                             "in env steps (BPS(1): 2000, 200-agent BPS: 150), so that every iteration "
+                             "does about the same work and lasts seconds, not noise")
+    parser.add_argument("--train-batch-size", type=int, default=None,
+                        help="env steps per iteration, overriding --agent-steps")
+    parser.add_argument("--minibatch-size", type=int, default=None,
+                        help="PPO minibatch size (default: the train batch size)")
     parser.add_argument("--hiddens", type=int, nargs="+", default=[64, 64],
                         help="fcnet_hiddens of every module")
     parser.add_argument("--drop-threshold", type=float, default=None,
@@ -84,9 +89,9 @@ def build_configs(env: str, args: argparse.Namespace) -> tuple[dict, dict]:
     """PPO config per strategy (pretraining included, untimed), and what pretraining reported."""
     base = (PPOConfig().environment(env, env_config={"max_cycles": args.max_cycles})
             .env_runners(num_env_runners=0, episodes_to_numpy=args.episodes_to_numpy)
-            .training(train_batch_size=args.train_batch_size, minibatch_size=args.minibatch_size,
-                      num_epochs=1)
             .debugging(seed=0))
+    batch = args.train_batch_size or max(args.max_cycles, round(args.agent_steps / n_agents_of(base)))
+    base.training(train_batch_size=batch, minibatch_size=args.minibatch_size or batch, num_epochs=1)
     model = {"fcnet_hiddens": list(args.hiddens)}
     options = {"transitions_per_agent": 500, "updates": 800, "progress": False, "module_kwargs": model,
                "n_clusters": N_TYPES.get(env, "auto")}
@@ -105,6 +110,10 @@ def build_configs(env: str, args: argparse.Namespace) -> tuple[dict, dict]:
         obs, act = env_spaces(env_creator_of(base), base.env_config)
         configs["fups_padded"] = apply_plan(base, build_plan("fups", obs, act, force_padding=True), model)
     return configs, notes
+
+
+def n_agents_of(config: PPOConfig) -> int:
+    return len(env_spaces(env_creator_of(config), config.env_config)[0])
 
 
 def measure(env: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
@@ -126,8 +135,8 @@ def measure(env: str, args: argparse.Namespace) -> dict[str, dict[str, list[floa
     finally:
         for algo in algos.values():
             algo.stop()
-    n_agents = len(env_spaces(env_creator_of(configs["fups"]), configs["fups"].env_config)[0])
-    print(f"\n{env}: {n_agents} agents, {args.train_batch_size} env steps/iteration, episodes of "
+    n_agents, batch = n_agents_of(configs["fups"]), configs["fups"].train_batch_size
+    print(f"\n{env}: {n_agents} agents, {batch} env steps/iteration, episodes of "
           f"{args.max_cycles} steps, fcnet_hiddens {list(args.hiddens)}, {args.iters} timed iterations each")
     for strategy, note in notes.items():
         if strategy != "masks":
@@ -139,7 +148,7 @@ def measure(env: str, args: argparse.Namespace) -> dict[str, dict[str, list[floa
     for name, t in times.items():
         wall = statistics.mean(t["wall"])
         print(f"  {name:12s} {wall:11.2f} {min(t['wall']):6.2f}-{max(t['wall']):<6.2f} "
-              f"{statistics.mean(t['cpu']):10.2f} {n_agents * args.train_batch_size / wall:13.0f} "
+              f"{statistics.mean(t['cpu']):10.2f} {n_agents * batch / wall:13.0f} "
               f"{speed(times, name, 'wall'):18.2f}x {speed(times, name, 'cpu'):5.2f}x")
     return times
 

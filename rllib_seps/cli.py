@@ -30,10 +30,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
-from rllib_seps.options import SePSOptions
+from rllib_seps.options import MULTI_AGENT_ALGORITHMS, SePSOptions
 
-# Algorithms that train several modules on RLlib's new API stack (rllib_seps.configure).
-ALGORITHMS = ("PPO", "APPO", "IMPALA", "DQN", "SAC")
 # Keys of one experiment in a file; "config" holds the algorithm's settings.
 EXPERIMENT_KEYS = ("run", "env", "stop", "config", "checkpoint_freq", "checkpoint_at_end")
 # Config keys handled here rather than by AlgorithmConfig.update_from_dict.
@@ -135,8 +133,9 @@ def algorithm_config(name: Any, source: str, key: str):
     Raises:
         UserError: For an algorithm that cannot train multi-agent modules on the new stack.
     """
-    if name not in ALGORITHMS:
-        hint = _closest(str(name), ALGORITHMS) or f"; use one of {', '.join(ALGORITHMS)}"
+    if name not in MULTI_AGENT_ALGORITHMS:
+        hint = (_closest(str(name), MULTI_AGENT_ALGORITHMS)
+                or f"; use one of {', '.join(MULTI_AGENT_ALGORITHMS)}")
         raise UserError(source, key, f"unknown or unsupported algorithm {name!r}{hint}")
     from ray.rllib.algorithms.registry import ALGORITHMS as RLLIB_ALGORITHMS
 

@@ -16,13 +16,11 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from rllib_seps.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
-from rllib_seps.options import SePSOptions
+from rllib_seps.options import MULTI_AGENT_ALGORITHMS, SePSOptions
 from rllib_seps.pretraining import PretrainingResult, run_pretraining
 from rllib_seps.rollouts import EnvCreator, make_env
 from rllib_seps.specs import SharingPlan, build_plan
 
-# Algorithms with multi-agent support on RLlib's new API stack.
-MULTI_AGENT_ALGORITHMS = ("PPO", "APPO", "IMPALA", "DQN", "SAC")
 
 
 def check_algorithm(config: AlgorithmConfig) -> None:

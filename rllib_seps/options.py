@@ -9,6 +9,8 @@ from typing import Any, Literal, Mapping
 
 Strategy = Literal["nops", "fups", "fups_id", "seps", "adaps"]
 STRATEGIES: tuple[str, ...] = ("nops", "fups", "fups_id", "seps", "adaps")
+# Algorithms that train several modules on RLlib's new API stack.
+MULTI_AGENT_ALGORITHMS: tuple[str, ...] = ("PPO", "APPO", "IMPALA", "DQN", "SAC")
 
 
 def _check(condition: bool, name: str, value: Any, requirement: str) -> None:

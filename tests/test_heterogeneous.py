@@ -9,6 +9,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import ray
 from pettingzoo import ParallelEnv
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
@@ -40,7 +41,13 @@ class RecordingEnv(SortedParallelEnv):
         return super().step(action_dict)
 
 
-register_env("recording_swc", lambda cfg: RecordingEnv(simple_world_comm(**dict(cfg))))
+def _register_recording_env() -> None:
+    register_env("recording_swc", lambda cfg: RecordingEnv(simple_world_comm(**dict(cfg))))
+
+
+_register_recording_env()
+# Ray forgets registrations when a session ends (other test modules start their own).
+ray._private.worker._post_init_hooks.append(_register_recording_env)
 
 
 def ppo(env: str, **env_config) -> PPOConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pettingzoo import ParallelEnv
+import ray
 from ray.tune.registry import register_env
 
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
@@ -54,5 +55,8 @@ def register_envs() -> None:
 
 
 register_envs()
+# Ray forgets registrations when its session ends; register again on every ray.init() of this
+# process (the hook Ray's own registry flushes through).
+ray._private.worker._post_init_hooks.append(register_envs)
 
 __all__ = ["ENVIRONMENTS", "BlindParticleSpread", "SortedParallelEnv", "make_env", "register_envs"]
