@@ -1,7 +1,7 @@
 """PPO iteration time of AdaPS against full sharing (fups) and SePS, on BPS(1) and the 200-agent BPS.
 
 How to run:
-    .venv/bin/python benchmarks/throughput.py                      # both environments, ~5 minutes
+    .venv/bin/python benchmarks/throughput.py                      # both environments, ~3-4 minutes
     .venv/bin/python benchmarks/throughput.py --envs bps_1 --iters 5
 
 For every environment, one PPO config per strategy is built with :func:`rllib_seps.with_sharing`
@@ -9,9 +9,15 @@ For every environment, one PPO config per strategy is built with :func:`rllib_se
 on the same seed and with the same MLP (``--hiddens`` for every module, so that fups, seps and
 adaps have the same network size: RLlib's default module and ours have different default widths).
 One local EnvRunner and the local learner do everything (``num_env_runners=0``), so an iteration
-is sampling, connectors, learner update and weight sync, in this process. After one warm-up
-iteration each, the strategies take turns (fups, seps, adaps, then adaps, fups, seps, ...) for
-``--iters`` timed iterations each, so that the drifts of a shared machine hit all of them alike.
+is sampling, connectors, learner update and weight sync, in this process. Every iteration has
+about ``--agent-steps`` agent steps (BPS(1): 1333 env steps, 200-agent BPS: 100), sampled in
+``sample()`` calls of ``--fragment`` env steps: RLlib 2.60 converts every episode finished in the
+current ``sample()`` call to numpy at every env step, a cost quadratic in the call's length and
+about proportional to the number of Dict observation keys (see benchmarks/overhead.py), which
+otherwise dominates long fragments (seen: 2000-step calls on BPS(1) made fups 3x slower and the
+padded strategies 0.7x of it). After one warm-up iteration each, the strategies take turns (fups,
+seps, adaps, then seps, adaps, fups, ...) for ``--iters`` timed iterations each, so that the
+drifts of a shared machine hit all of them alike.
 
 Reported per strategy: the mean and range of the wall-clock iteration time, the mean CPU time of
 this process per iteration (all the work runs here, on one torch thread, so CPU time measures the
@@ -26,10 +32,16 @@ themselves are one row gather and one multiply per hidden layer in the same batc
 ``--padded-fups`` adds fups served through the same connectors and module without masks
 (``force_padding``), which separates the two costs.
 
-Results to expect (2-core machine shared with other jobs, 25-step episodes, 200 env steps per
-iteration): see the AdaPS section of the issue's report; adaps at about 0.9x-1.0x of fups, seps
-about as fast as fups on BPS(1) and faster on the 200-agent BPS (smaller modules per learner
-update).
+Results to expect (2-core machine shared with other jobs; the defaults; ratios vary by about
++-0.15 from run to run there): masks cost almost nothing (a module micro-benchmark on the 200-agent
+BPS: +0.05 ms per 200-sample inference pass, +0.25 ms per 200-sample training pass, well under 1%
+of an iteration). What adaps pays over fups is the padded route (``fups_padded``: 0.9x-1.0x) plus
+the third Dict observation key ("cluster"), which RLlib's per-agent episode bookkeeping flattens
+and batches at every step (cProfile: ``tree.flatten`` and ``map_structure`` are the functions that
+grow). Seen: adaps 0.82x (BPS(1)) and 1.04x (200-agent BPS) of fups with the defaults; with
+200-step ``sample()`` calls (``--agent-steps 3000 --fragment 200`` on BPS(1), ``--agent-steps
+40000 --fragment 200`` on the 200-agent BPS) adaps fell to 0.78x-0.86x on the 200-agent BPS while
+``fups_padded`` stayed at 0.90x, and ``--no-episodes-to-numpy`` brought it back to 0.93x.
 """
 
 from __future__ import annotations
@@ -62,10 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=5,
                         help="timed iterations per strategy (after 1 warm-up)")
     parser.add_argument("--max-cycles", type=int, default=25, help="episode length (env_config max_cycles)")
-    parser.add_argument("--agent-steps", type=int, default=30000,
+    parser.add_argument("--agent-steps", type=int, default=20000,
                         help="agent steps per iteration: the train batch is this / number of agents, "
-                             "in env steps (BPS(1): 2000, 200-agent BPS: 150), so that every iteration "
+                             "in env steps (BPS(1): 1333, 200-agent BPS: 100), so that every iteration "
                              "does about the same work and lasts seconds, not noise")
+    parser.add_argument("--fragment", type=int, default=50,
+                        help="rollout_fragment_length in env steps (sample() call length; see the "
+                             "module docstring)")
     parser.add_argument("--train-batch-size", type=int, default=None,
                         help="env steps per iteration, overriding --agent-steps")
     parser.add_argument("--minibatch-size", type=int, default=None,
@@ -92,6 +107,7 @@ def build_configs(env: str, args: argparse.Namespace) -> tuple[dict, dict]:
             .debugging(seed=0))
     batch = args.train_batch_size or max(args.max_cycles, round(args.agent_steps / n_agents_of(base)))
     base.training(train_batch_size=batch, minibatch_size=args.minibatch_size or batch, num_epochs=1)
+    base.env_runners(rollout_fragment_length=min(args.fragment, batch))
     model = {"fcnet_hiddens": list(args.hiddens)}
     options = {"transitions_per_agent": 500, "updates": 800, "progress": False, "module_kwargs": model,
                "n_clusters": N_TYPES.get(env, "auto")}
@@ -136,8 +152,9 @@ def measure(env: str, args: argparse.Namespace) -> dict[str, dict[str, list[floa
         for algo in algos.values():
             algo.stop()
     n_agents, batch = n_agents_of(configs["fups"]), configs["fups"].train_batch_size
-    print(f"\n{env}: {n_agents} agents, {batch} env steps/iteration, episodes of "
-          f"{args.max_cycles} steps, fcnet_hiddens {list(args.hiddens)}, {args.iters} timed iterations each")
+    print(f"\n{env}: {n_agents} agents, {batch} env steps/iteration in sample() calls of "
+          f"{configs['fups'].rollout_fragment_length}, episodes of {args.max_cycles} steps, fcnet_hiddens "
+          f"{list(args.hiddens)}, {args.iters} timed iterations each")
     for strategy, note in notes.items():
         if strategy != "masks":
             print(f"  {strategy}: {note}")

@@ -301,6 +301,7 @@ def test_appo_trains_adaps_and_its_target_network_keeps_the_masks(ray_session):
 
     config = (APPOConfig().environment("bps_1", env_config={"max_cycles": 25})
               .env_runners(num_env_runners=1, num_cpus_per_env_runner=1)
+              .learners(num_learners=0)  # a local learner, whose module the test reads
               .training(train_batch_size_per_learner=200))
     obs, act = env_spaces(env_creator_of(config), config.env_config)
     plan = build_plan("adaps", obs, act, labels=[i // 5 for i in range(15)])
