@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+
+from rllib_seps.envs.typed import TypedParallelEnv
 
 # Table 1 of the SePS paper: agents per colour.
 BPS_PRESETS: dict[str, tuple[int, ...]] = {
@@ -39,7 +40,7 @@ def agent_names(n: int) -> list[str]:
     return [f"agent_{i:0{width}d}" for i in range(n)]
 
 
-class BlindParticleSpread(ParallelEnv):
+class BlindParticleSpread(TypedParallelEnv):
     """PettingZoo ParallelEnv of Blind-particle Spread.
 
     Observation of an agent (float32, shape ``(4 + 2 * n_colours,)``): own velocity (2), own
@@ -74,17 +75,6 @@ class BlindParticleSpread(ParallelEnv):
         self.action_spaces = {a: spaces.Discrete(len(_MOVES)) for a in self.possible_agents}
         self._rng = np.random.default_rng(seed)
         self._t = 0
-
-    def observation_space(self, agent: str) -> spaces.Space:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        return self.action_spaces[agent]
-
-    @property
-    def agent_types(self) -> dict[str, int]:
-        """Each agent's true colour. For evaluation only: never part of an observation."""
-        return dict(zip(self.possible_agents, self.colours.tolist()))
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:

@@ -37,6 +37,7 @@ from pettingzoo import ParallelEnv
 from rware.warehouse import _LAYER_SHELFS, RewardType, Warehouse
 
 from rllib_seps.envs.bps import agent_names
+from rllib_seps.envs.typed import TypedParallelEnv
 
 # rware's named map sizes: (shelf_rows, shelf_columns); column height 8 as in rware's registry.
 SIZES: dict[str, tuple[int, int]] = {"tiny": (1, 3), "small": (2, 3), "medium": (2, 5), "large": (3, 5)}
@@ -62,7 +63,7 @@ def unrotate_actions(base_actions: np.ndarray, colours: np.ndarray, n_actions: i
     return (np.asarray(base_actions) + np.asarray(colours)) % n_actions
 
 
-class ColouredWarehouse(ParallelEnv):
+class ColouredWarehouse(TypedParallelEnv):
     """PettingZoo ParallelEnv of C-RWARE (see the module docstring for the rules).
 
     The base ``rware.warehouse.Warehouse`` is held as :attr:`warehouse`; its agent ``i`` is the
@@ -118,17 +119,6 @@ class ColouredWarehouse(ParallelEnv):
         self.action_spaces = {a: spaces.Discrete(self.n_actions) for a in self.possible_agents}
         self.shelf_colours = np.zeros(0, dtype=np.int64)
         self._seed = seed
-
-    def observation_space(self, agent: str) -> spaces.Space:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        return self.action_spaces[agent]
-
-    @property
-    def agent_types(self) -> dict[str, int]:
-        """Each robot's true colour. For evaluation only: never part of an observation."""
-        return dict(zip(self.possible_agents, self.colours.tolist()))
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         # The constructor's seed applies to the first reset only, as in BlindParticleSpread.

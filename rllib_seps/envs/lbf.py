@@ -28,11 +28,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from gymnasium import spaces
 from lbforaging.foraging.environment import ForagingEnv
-from pettingzoo import ParallelEnv
 
 from rllib_seps.envs.bps import agent_names
+from rllib_seps.envs.typed import TypedParallelEnv
 
 
 class FixedLevelForagingEnv(ForagingEnv):
@@ -59,7 +58,7 @@ class FixedLevelForagingEnv(ForagingEnv):
             player.level = level
 
 
-class LevelBasedForaging(ParallelEnv):
+class LevelBasedForaging(TypedParallelEnv):
     """PettingZoo ParallelEnv of LBF with fixed per-agent levels (see the module docstring).
 
     Args:
@@ -76,6 +75,8 @@ class LevelBasedForaging(ParallelEnv):
     Raises:
         ValueError: On mismatched or non-positive counts and levels, or too small a grid.
     """
+
+    TYPE_ATTRIBUTE = "types"  # level index per agent
 
     metadata = {"name": "level_based_foraging_fixed_levels_v0", "render_modes": []}
 
@@ -110,17 +111,6 @@ class LevelBasedForaging(ParallelEnv):
         self.observation_spaces = {a: self.base.observation_space[i] for i, a in enumerate(self.possible_agents)}
         self.action_spaces = {a: self.base.action_space[i] for i, a in enumerate(self.possible_agents)}
         self._seed = seed
-
-    def observation_space(self, agent: str) -> spaces.Space:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        return self.action_spaces[agent]
-
-    @property
-    def agent_types(self) -> dict[str, int]:
-        """Each agent's level index (0 for the lowest entry of ``levels``). For evaluation only."""
-        return dict(zip(self.possible_agents, self.types.tolist()))
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         # The constructor's seed applies to the first reset only, as in BlindParticleSpread.
