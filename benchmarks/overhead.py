@@ -8,7 +8,8 @@ Both sides sample the same environment (BPS(1): 15 agents, Discrete(5), 50-step 
 one EnvRunner in this process and the same MLP (fcnet_hiddens, tanh):
 - "default": plan ``fups``: a plain module, RLlib's default PPO module, no custom connector.
 - "padded": plan ``fups`` with ``force_padding=True``: our env-to-module ``PadObservations``, our
-  module (Dict observation, masked logits) and our module-to-env ``UnpadActions``.
+  module (one flat vector of observation and action mask, masked logits) and our module-to-env
+  ``UnpadActions``.
 A repetition is ``--calls`` calls of ``EnvRunner.sample(num_timesteps=--fragment)`` (environment,
 connectors, module forward, RLlib's episode bookkeeping). After a warm-up, each round runs one
 repetition of each side, in alternating order, so drifts of a shared machine hit both alike.
@@ -17,11 +18,12 @@ Throughput is agent steps per second, per wall-clock second and per CPU second o
 padded / default and, as a check, best against best.
 
 Results to expect (2-core machine, fragment 200): the padded side within 15% of the default
-(ratio >= 0.85). The ratio falls with longer fragments: RLlib 2.60's MultiAgentEnvRunner calls
+(ratio >= 0.85); measured 1.05 (median of pairs) since padded modules take one flat vector (0.94
+when they took a Dict of observation and mask). The ratio falls with longer fragments: RLlib 2.60's MultiAgentEnvRunner calls
 ``to_numpy()`` (and so ``validate()``) on every episode finished in the current ``sample()`` call
 at every env step, a cost quadratic in the fragment length, and each call costs about twice as
 much for Dict observations (the length of a Dict buffer is taken by flattening it). This hits
-any Dict observation, RLlib's own action-masking example included. Short fragments
+any Dict observation (RLlib's own action-masking example included; here only image modules). Short fragments
 (``config.env_runners(rollout_fragment_length=200)``) avoid it for both sides, and so does
 ``--no-episodes-to-numpy`` (seen: at fragment 1000 it nearly doubles both throughputs and brings
 the ratio back to about 0.97).

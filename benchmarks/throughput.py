@@ -26,22 +26,23 @@ fups: ``fups time / strategy time``, the median over rounds of the ratio within 
 clock and by CPU time (the issue's target for adaps: >= 0.9).
 
 What adaps pays beyond fups on these homogeneous tasks: fups is *plain* (RLlib's default module,
-no connector), while adaps always goes through the padding connectors (to add each agent's
-"cluster" to its observation) and :class:`rllib_seps.modules.SharedActorCriticModule`; the masks
-themselves are one row gather and one multiply per hidden layer in the same batched pass.
+no connector), while adaps always goes through the padding connectors (to append each agent's
+cluster index to its observation) and :class:`rllib_seps.modules.SharedActorCriticModule`; the
+masks themselves are one row gather and one multiply per hidden layer in the same batched pass.
 ``--padded-fups`` adds fups served through the same connectors and module without masks
 (``force_padding``), which separates the two costs.
 
 Results to expect (2-core machine shared with other jobs; the defaults; ratios vary by about
-+-0.15 from run to run there): masks cost almost nothing (a module micro-benchmark on the 200-agent
-BPS: +0.05 ms per 200-sample inference pass, +0.25 ms per 200-sample training pass, well under 1%
-of an iteration). What adaps pays over fups is the padded route (``fups_padded``: 0.9x-1.0x) plus
-the third Dict observation key ("cluster"), which RLlib's per-agent episode bookkeeping flattens
-and batches at every step (cProfile: ``tree.flatten`` and ``map_structure`` are the functions that
-grow). Seen: adaps 0.82x (BPS(1)) and 1.04x (200-agent BPS) of fups with the defaults; with
-200-step ``sample()`` calls (``--agent-steps 3000 --fragment 200`` on BPS(1), ``--agent-steps
-40000 --fragment 200`` on the 200-agent BPS) adaps fell to 0.78x-0.86x on the 200-agent BPS while
-``fups_padded`` stayed at 0.90x, and ``--no-episodes-to-numpy`` brought it back to 0.93x.
++-0.1 from run to run there): adaps 0.94x (BPS(1)) and 0.98x (200-agent BPS) of fups, padded fups
+0.89x and 1.00x; with 200-step ``sample()`` calls on the 200-agent BPS (``--envs bps_200
+--agent-steps 40000 --fragment 200``) adaps 0.97x, padded fups 1.01x. Masks cost almost nothing (a
+module micro-benchmark on the 200-agent BPS: +0.05 ms per 200-sample inference pass, +0.25 ms per
+200-sample training pass, well under 1% of an iteration). What used to cost 10-20% was the padded
+route's Dict observation ({"observations", "action_mask", "cluster"}): RLlib's per-step episode
+bookkeeping flattens it at every step (cProfile: ``tree.flatten`` under
+``InfiniteLookbackBuffer.len_incl_lookback``). Padded modules of vectors now take one flat float32
+vector (see :attr:`rllib_seps.specs.ModulePlan.observation_space`), which brought adaps from
+0.81x to 0.97x of fups in that setting.
 """
 
 from __future__ import annotations

@@ -41,8 +41,13 @@ def env_creator_of(config: AlgorithmConfig) -> EnvCreator:
     if isinstance(env, str):
         from ray.tune.registry import ENV_CREATOR, _global_registry
 
+        from rllib_seps.envs import ENVIRONMENTS
+        from rllib_seps.envs.adapter import rllib_creator
+
         if _global_registry.contains(ENV_CREATOR, env):
             return _global_registry.get(ENV_CREATOR, env)
+        if env in ENVIRONMENTS:  # ours, also between ray.shutdown() and the next ray.init()
+            return rllib_creator(ENVIRONMENTS[env])
         if env in gym.registry:  # a gymnasium id: RLlib would gym.make it (single-agent)
             return lambda env_config: gym.make(env)
         raise ValueError(f"Environment {env!r} is not registered with RLlib; call "

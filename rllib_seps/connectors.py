@@ -1,8 +1,9 @@
 """ConnectorV2 pieces that put agents with different spaces through one padded module.
 
 - :class:`PadObservations` (env-to-module): for every agent of a padded module, pads its
-  observation into the module's space, appends its indicator, and emits the module's Dict
-  {"observations", "action_mask", ["cluster"]}. It writes back into the episodes, so learners see
+  observation into the module's space, appends its indicator, action mask and (AdaPS) cluster,
+  and emits the module's input (one float32 vector, or a Dict for images: see
+  :attr:`rllib_seps.specs.ModulePlan.observation_space`). It writes back into the episodes, so learners see
   the same observations, and declares each agent's new space, so RLlib sees every agent of a
   module with the module's space.
 - :class:`UnpadActions` (module-to-env): turns each agent's padded action back into one of its
@@ -52,12 +53,24 @@ def _check_own_spaces(plan: SharingPlan, spaces: gym.Space | None, kind: str) ->
                              "from this environment.")
 
 
-_MAX_CACHED_CODES = 256
+_MAX_CACHED_TAILS = 256
 
 
 @dataclass
 class _ObsGroup:
-    """Agents of one padded module with one own observation space."""
+    """Agents of one padded module with one own observation space.
+
+    Attributes:
+        own: The agents' own observation space.
+        padded: The module's padded observation space (before indication).
+        method: Indication method, or None.
+        n: Number of indicator values.
+        image: True for (H, W, C) images (Dict output), False for vectors (flat output).
+        indicator: Indicator value of each agent.
+        tail: Vectors only: each agent's constant float32 tail, appended to its padded
+            observation: ``[indicator code, action mask, cluster index (AdaPS)]``.
+        tails: Stacked tails per tuple of agents that stepped together (a bounded cache).
+    """
 
     own: gym.Space
     padded: gym.spaces.Box
@@ -65,47 +78,50 @@ class _ObsGroup:
     n: int
     image: bool
     indicator: dict[str, int] = field(default_factory=dict)
-    codes: dict[tuple, np.ndarray] = field(default_factory=dict)
+    tail: dict[str, np.ndarray] = field(default_factory=dict)
+    tails: dict[tuple, np.ndarray] = field(default_factory=dict)
 
     @property
     def identity(self) -> bool:
         """True if padding is only a cast (a Box of the padded shape): pad_observation is skipped."""
         return isinstance(self.own, gym.spaces.Box) and self.own.shape == self.padded.shape
 
-    def _codes(self, agents: tuple[str, ...]) -> np.ndarray:
-        """Vector indicator codes `(len(agents), code_size)`, computed once per set of agents."""
-        if agents not in self.codes:
-            if len(self.codes) >= _MAX_CACHED_CODES:  # agents come and go: keep the cache bounded
-                self.codes.clear()
-            index = np.array([self.indicator[a] for a in agents], np.int64)
-            empty = np.zeros((len(agents), 0), self.padded.dtype)
-            self.codes[agents] = sp.indicate(empty, index, self.method, self.n)
-        return self.codes[agents]
+    def _tails(self, agents: tuple[str, ...]) -> np.ndarray:
+        """`(len(agents), tail size)`, computed once per set of agents."""
+        if agents not in self.tails:
+            if len(self.tails) >= _MAX_CACHED_TAILS:  # agents come and go: keep the cache bounded
+                self.tails.clear()
+            self.tails[agents] = np.stack([self.tail[a] for a in agents])
+        return self.tails[agents]
 
     def transform(self, observations: list[Any], agents: tuple[str, ...]) -> np.ndarray:
-        """`(len(agents), *module obs shape)`: padded, then indicated, in one batched call each."""
+        """`(len(agents), *module obs shape)`: padded, then indicated, in one batched call each;
+        vectors get each agent's tail."""
         if isinstance(self.own, (gym.spaces.Dict, gym.spaces.Tuple)):
             stacked = stack_structs(observations)  # leaf by leaf
         else:
             stacked = np.array(observations)
         if self.identity and stacked.shape[1:] == self.padded.shape:
-            x = stacked.astype(self.padded.dtype, copy=False)
+            x = stacked
         else:
             x = sp.pad_observation(stacked, self.own, self.padded)
-        if self.method is None:
-            return x
         if self.image:
+            x = x.astype(self.padded.dtype, copy=False)
+            if self.method is None:
+                return x
             index = np.array([self.indicator[a] for a in agents], np.int64)
             return sp.indicate_image(x, self.padded, index, self.method, self.n)
-        return np.concatenate([x, self._codes(agents)], axis=-1)
+        x = x.reshape(len(x), -1).astype(np.float32, copy=False)
+        return np.concatenate([x, self._tails(agents)], axis=-1)
 
 
 class PadObservations(MultiAgentObservationPreprocessor):
     """Env-to-module piece: padded, indicated observations plus action masks per agent.
 
-    For an agent of a padded module the new observation is ``{"observations": padded (and
-    indicated) observation, "action_mask": float32 mask over the module's logits (or Box
-    dimensions), "cluster": int64 scalar (AdaPS only)}``, which lies in
+    For an agent of a padded module the new observation holds its padded (and indicated)
+    observation, its float32 mask over the module's logits (or Box dimensions) and, for AdaPS,
+    its cluster index: for vectors one float32 vector ``[observation, indicator code, mask,
+    cluster]``, for images ``{"observations", "action_mask", "cluster"}``. It lies in
     ``plan.modules[module].observation_space``. Agents of plain modules keep theirs.
 
     Args:
@@ -120,7 +136,8 @@ class PadObservations(MultiAgentObservationPreprocessor):
         self.plan = plan
         self._groups: dict[tuple[str, str], _ObsGroup] = {}
         self._group_of: dict[str, tuple[str, str]] = {}
-        self._extras: dict[str, dict[str, np.ndarray]] = {}
+        self._extras: dict[str, dict[str, np.ndarray]] = {}  # image modules: mask, cluster
+        self._out_shape: dict[str, tuple[int, ...]] = {}  # vector modules: the flat input's shape
         self._ambiguous: set[str] = set()
         for agent, agent_plan in plan.agents.items():
             if not plan.modules[agent_plan.module_id].plain:
@@ -128,25 +145,35 @@ class PadObservations(MultiAgentObservationPreprocessor):
         super().__init__(input_observation_space, input_action_space, **kwargs)
 
     def _add_agent(self, agent: str, agent_plan: AgentPlan) -> None:
-        """Puts a padded agent in its group and computes its constant extras (mask, cluster)."""
+        """Puts a padded agent in its group and computes its constant parts (code, mask, cluster)."""
         module = self.plan.modules[agent_plan.module_id]
         own = agent_plan.observation_space
         key = (agent_plan.module_id, repr(own))
         if key not in self._groups:
             self._groups[key] = _ObsGroup(own, module.padded_observation_space, module.indication,
-                                          module.n_indicators, module.indication in sp.IMAGE_METHODS)
+                                          module.n_indicators, module.image)
+        group = self._groups[key]
         self._group_of[agent] = key
         if module.indication is not None:
-            self._groups[key].indicator[agent] = int(agent_plan.indicator)
-        # Computed once and shared by every step; read-only, as episodes keep references.
-        extras = {MASK_KEY: sp.action_mask(agent_plan.action_space, module.action_space).astype(np.float32)}
-        if module.n_clusters:
-            extras[CLUSTER_KEY] = np.array(agent_plan.cluster, dtype=np.int64)
-        for value in extras.values():
-            value.flags.writeable = False
-        self._extras[agent] = extras
-        if isinstance(own, gym.spaces.Dict) and set(own.spaces) == {OBS_KEY, *extras}:
-            self._ambiguous.add(agent)
+            group.indicator[agent] = int(agent_plan.indicator)
+        mask = sp.action_mask(agent_plan.action_space, module.action_space).astype(np.float32)
+        cluster = [agent_plan.cluster] if module.n_clusters else []
+        if group.image:
+            # Computed once and shared by every step; read-only, as episodes keep references.
+            extras = {MASK_KEY: mask}
+            if cluster:
+                extras[CLUSTER_KEY] = np.array(cluster[0], dtype=np.int64)
+            for value in extras.values():
+                value.flags.writeable = False
+            self._extras[agent] = extras
+            if isinstance(own, gym.spaces.Dict) and set(own.spaces) == {OBS_KEY, *extras}:
+                self._ambiguous.add(agent)
+        else:
+            code = (sp.indicate(np.zeros((1, 0), np.float32), np.array([group.indicator[agent]]),
+                                module.indication, module.n_indicators)[0]
+                    if module.indication is not None else np.zeros(0, np.float32))
+            group.tail[agent] = np.concatenate([code, mask, cluster]).astype(np.float32)
+            self._out_shape[agent] = module.observation_space.shape
 
     @override(MultiAgentObservationPreprocessor)
     def recompute_output_observation_space(self, input_observation_space: gym.Space,
@@ -177,17 +204,26 @@ class PadObservations(MultiAgentObservationPreprocessor):
         for key, agents in members.items():
             agents = tuple(agents)
             rows = self._groups[key].transform([observations[a] for a in agents], agents)
-            for agent, row in zip(agents, rows):
-                out[agent] = {OBS_KEY: row, **self._extras[agent]}
+            if self._groups[key].image:
+                for agent, row in zip(agents, rows):
+                    out[agent] = {OBS_KEY: row, **self._extras[agent]}
+            else:
+                out.update(zip(agents, rows))
         return out
 
     def _is_new(self, agent: str, observation: Any) -> bool:
         """False if `observation` is one this connector produced.
 
-        Ours carry the agent's constant mask array itself; copies of ours (an episode chunk's
-        lookback after a cut) are recognised by their keys, unless the agent's own space is a
-        Dict with exactly these keys.
+        Vector modules: ours are float32 vectors of the module's size, which is larger than any
+        own observation of the group (the tail holds at least the action mask), so the shape
+        tells. Image modules: ours carry the agent's constant mask array itself; copies of ours
+        (an episode chunk's lookback after a cut) are recognised by their keys, unless the
+        agent's own space is a Dict with exactly these keys.
         """
+        shape = self._out_shape.get(agent)
+        if shape is not None:
+            return not (isinstance(observation, np.ndarray) and observation.shape == shape
+                        and observation.dtype == np.float32)
         if not isinstance(observation, dict):
             return True
         extras = self._extras[agent]
@@ -202,8 +238,8 @@ class PadObservations(MultiAgentObservationPreprocessor):
 
         Same effect as the parent's, which asks each episode for the agents that stepped last
         (``get_observations(-1)``, the slowest part of this piece): an agent that did not step
-        still holds the observation transformed earlier, recognised by its (shared, constant)
-        action mask array, so looking at each agent's newest observation is enough.
+        still holds the observation transformed earlier, recognised by :meth:`_is_new`, so looking
+        at each agent's newest observation is enough.
         """
         for episode in episodes:
             new = {}

@@ -42,15 +42,20 @@ from ray.rllib.core.rl_module.apis import (
 )
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.models.utils import get_activation_fn
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, ModulePlan
+from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, N_CLUSTERS_KEY, OBS_KEY, ModulePlan, split_input
 
-DEFAULT_HIDDENS = (64, 64)
-"""Width of each dense layer when model_config has no "fcnet_hiddens"."""
+_RLLIB_DEFAULTS = DefaultModelConfig()
+DEFAULT_HIDDENS = tuple(_RLLIB_DEFAULTS.fcnet_hiddens)
+"""Width of each dense layer when model_config has no "fcnet_hiddens": RLlib's default ([256, 256]),
+so that a padded or AdaPS module has as many parameters as RLlib's own module for full sharing."""
+DEFAULT_ACTIVATION = _RLLIB_DEFAULTS.fcnet_activation
+"""Activation when model_config has no "fcnet_activation": RLlib's default ("tanh")."""
 DEFAULT_CONV_FILTERS = ((16, 4, 2), (32, 4, 2))
 """(out_channels, kernel, stride) of each conv layer when model_config has no "conv_filters";
 small enough for 32x32 to 84x84 images."""
@@ -62,19 +67,22 @@ def padded_module_spec(module_plan: ModulePlan, model_config: dict) -> RLModuleS
     Args:
         module_plan: The module's plan; its ``observation_space`` (the Dict the connector emits)
             and ``action_space`` (padded) become the module's spaces.
-        model_config: ``fcnet_hiddens`` (default [64, 64]), ``fcnet_activation`` (default
-            "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride], default
+        model_config: ``fcnet_hiddens`` (default RLlib's, [256, 256]), ``fcnet_activation``
+            (default RLlib's, "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride], default
             [[16, 4, 2], [32, 4, 2]]), ``conv_activation`` (default "relu"),
             ``vf_share_layers`` (default False: the critic has its own body).
 
     Returns:
         An ``RLModuleSpec`` of :class:`SharedActorCriticModule`.
     """
+    config = dict(model_config)
+    if module_plan.n_clusters:
+        config[N_CLUSTERS_KEY] = module_plan.n_clusters  # AdaPS: how many masks to build
     return RLModuleSpec(
         module_class=SharedActorCriticModule,
         observation_space=module_plan.observation_space,
         action_space=module_plan.action_space,
-        model_config=dict(model_config),
+        model_config=config,
     )
 
 
@@ -226,7 +234,7 @@ class Body(nn.Module):
             self.conv = None
             in_size = int(np.prod(obs_space.shape))
         hiddens = model_config.get("fcnet_hiddens") or DEFAULT_HIDDENS
-        self.mlp = MaskableMLP(in_size, hiddens, model_config.get("fcnet_activation", "tanh"))
+        self.mlp = MaskableMLP(in_size, hiddens, model_config.get("fcnet_activation", DEFAULT_ACTIVATION))
         self.out_size = self.mlp.out_size
 
     @override(nn.Module)
@@ -278,69 +286,87 @@ def _n_outputs(space: gym.Space) -> int:
 class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, TargetNetworkAPI):
     """Actor-critic shared by agents whose spaces were padded to the module's spaces.
 
-    Observation space: Dict {"observations": Box (vector, matrix or (H, W, C) image),
-    "action_mask": Box(0, 1, (n,)), optionally "cluster": int64 scalar}. Action space: Discrete,
-    MultiDiscrete or 1-D Box (see :func:`rllib_seps.spaces.padded_action_space`).
+    Observation space (see :attr:`rllib_seps.specs.ModulePlan.observation_space`): a float32
+    vector ``[observation, action mask, cluster index (AdaPS)]``, or for images a Dict
+    {"observations": (H, W, C) Box, "action_mask": Box(0, 1, (n,)), optionally "cluster"}. The
+    mask has one entry per logit (Discrete, MultiDiscrete) or dimension (1-D Box actions).
 
     Layout: an actor body (CNN for images, then MLP) and a policy head; the critic has its own
     body unless ``vf_share_layers`` is set (PPO's default is separate: under parameter sharing
     the value of one agent type must not pull the shared policy features), then a value head.
     EnvRunners build it ``inference_only`` (no critic, no target networks).
 
-    AdaPS (a "cluster" key in the observation space): every hidden layer chosen by
-    ``model_config["adaps_masked_layers"]`` gets one fixed bool mask per cluster (buffers, see
-    :class:`MaskableMLP`), built by :func:`rllib_seps.adaps.masks_for_module` from the
-    ``adaps_*`` model_config entries; the critic body gets the same masks as the actor body.
+    AdaPS (``model_config["adaps_n_clusters"]`` = K, set by :func:`padded_module_spec`): every
+    hidden layer chosen by ``model_config["adaps_masked_layers"]`` gets one fixed bool mask per
+    cluster (buffers, see :class:`MaskableMLP`), built by :func:`rllib_seps.adaps.masks_for_module`
+    from the ``adaps_*`` model_config entries; the critic body gets the same masks as the actor body.
 
     Raises (on construction):
-        ValueError: The observation space lacks the "observations" / "action_mask" keys, or the
-            mask size does not match the action space.
+        ValueError: The observation space does not have this layout, or the mask size does not
+            match the action space.
         TypeError: An action space other than Discrete, MultiDiscrete or 1-D Box.
     """
 
     @override(TorchRLModule)
     def setup(self) -> None:
         space, actions = self.observation_space, self.action_space
-        if not isinstance(space, gym.spaces.Dict) or not {OBS_KEY, MASK_KEY} <= set(space.spaces):
-            raise ValueError(
-                f"SharedActorCriticModule needs a Dict observation space with keys {OBS_KEY!r} and "
-                f"{MASK_KEY!r}, got {space!r}. Fix: build its spec with padded_module_spec() and "
-                "let rllib_seps.connectors.PadObservations produce its observations.")
         if not isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)) or (
                 isinstance(actions, gym.spaces.Box) and len(actions.shape) != 1):
             raise TypeError(f"SharedActorCriticModule supports Discrete, MultiDiscrete and 1-D Box "
                             f"action spaces, got {actions!r}. Fix: give these agents RLlib's default module.")
-        if space[MASK_KEY].shape != (_n_outputs(actions),):
-            raise ValueError(f"Action mask of shape {space[MASK_KEY].shape} does not fit action space "
-                             f"{actions!r}, which needs ({_n_outputs(actions)},).")
         config = self.model_config
         config = dict(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config or {})
+        self.n_mask, self.n_clusters = _n_outputs(actions), int(config.get(N_CLUSTERS_KEY, 0))
+        fix = ("Fix: build its spec with padded_module_spec() and let "
+               "rllib_seps.connectors.PadObservations produce its observations.")
+        if isinstance(space, gym.spaces.Dict):
+            if not {OBS_KEY, MASK_KEY} <= set(space.spaces) or (CLUSTER_KEY in space.spaces) != bool(self.n_clusters):
+                raise ValueError(f"SharedActorCriticModule with {self.n_clusters} AdaPS clusters needs a Dict "
+                                 f"observation space with keys {OBS_KEY!r}, {MASK_KEY!r}"
+                                 f"{f' and {CLUSTER_KEY!r}' if self.n_clusters else ''}, got {space!r}. {fix}")
+            if space[MASK_KEY].shape != (self.n_mask,):
+                raise ValueError(f"Action mask of shape {space[MASK_KEY].shape} does not fit action space "
+                                 f"{actions!r}, which needs ({self.n_mask},).")
+            obs_space = space[OBS_KEY]
+        else:
+            tail = self.n_mask + (1 if self.n_clusters else 0)
+            if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1 or space.shape[0] <= tail:
+                raise ValueError(f"SharedActorCriticModule needs a 1-D Box observation space of more than "
+                                 f"{tail} entries (observation, then {self.n_mask} action-mask entries for "
+                                 f"{actions!r}{' and the cluster index' if self.n_clusters else ''}), or a "
+                                 f"Dict for images; got {space!r}. {fix}")
+            n_obs = space.shape[0] - tail
+            obs_space = gym.spaces.Box(space.low[:n_obs], space.high[:n_obs], dtype=np.float32)
         self.is_box = isinstance(actions, gym.spaces.Box)
-        self.actor_body = Body(space[OBS_KEY], config)
+        self.actor_body = Body(obs_space, config)
         width = self.actor_body.out_size
         if self.is_box:
-            self.pi = GaussianHead(width, _n_outputs(actions))
+            self.pi = GaussianHead(width, self.n_mask)
         else:
-            self.pi = nn.Linear(width, _n_outputs(actions))
-        self.critic_body = None if config.get("vf_share_layers") else Body(space[OBS_KEY], config)
+            self.pi = nn.Linear(width, self.n_mask)
+        self.critic_body = None if config.get("vf_share_layers") else Body(obs_space, config)
         self.vf = nn.Linear(width if self.critic_body is None else self.critic_body.out_size, 1)
         self.action_dist_cls = _action_dist_cls(actions)
-        if CLUSTER_KEY in space.spaces:
+        if self.n_clusters:
             # AdaPS: one fixed mask per cluster (rllib_seps.adaps), the same over the actor's and
             # the critic's hidden units, so a cluster's policy and value use one sub-network.
             from rllib_seps.adaps import masks_for_module
 
             widths = [layer.out_features for layer in self.actor_body.mlp.layers]
-            masks = masks_for_module(config, int(space[CLUSTER_KEY].high.max()) + 1, widths)
+            masks = masks_for_module(config, self.n_clusters, widths)
             for body in (self.actor_body, self.critic_body):
                 if body is not None:
                     body.mlp.set_cluster_masks(masks)
 
-    def _policy_inputs(self, body: Body, head: nn.Module, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _parts(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(observation, action mask, cluster index or None) of a batch of module inputs."""
+        return split_input(obs, self.n_mask, self.n_clusters)
+
+    def _policy_inputs(self, body: Body, head: nn.Module, obs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked action distribution inputs `(B, n)` and the body's features; every forward
         path (inference, exploration, train, target) goes through here."""
-        features = body(obs[OBS_KEY], obs.get(CLUSTER_KEY))
-        mask = obs[MASK_KEY]
+        x, mask, cluster = self._parts(obs)
+        features = body(x, cluster)
         if self.is_box:
             return head(features, mask), features
         return head(features) + torch.clamp(torch.log(mask), min=FLOAT_MIN), features
@@ -359,9 +385,10 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
         embeddings = features if self.critic_body is None else self._critic_features(obs)
         return {Columns.ACTION_DIST_INPUTS: logits, Columns.EMBEDDINGS: embeddings}
 
-    def _critic_features(self, obs: dict) -> torch.Tensor:
+    def _critic_features(self, obs: Any) -> torch.Tensor:
         body = self.actor_body if self.critic_body is None else self.critic_body
-        return body(obs[OBS_KEY], obs.get(CLUSTER_KEY))
+        x, _, cluster = self._parts(obs)
+        return body(x, cluster)
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict, embeddings: Any = None) -> torch.Tensor:

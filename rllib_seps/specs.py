@@ -3,13 +3,14 @@ module sees. The plan is what connectors, modules and the RLlib config are built
 
 A module whose agents all have the same spaces and that needs no indication or masks is *plain*:
 RLlib's default module for the algorithm serves it, with no connector. Every other module sees a
-padded (and possibly indicated) observation, an action mask and, for AdaPS, the agent's cluster.
+padded (and possibly indicated) observation, an action mask and, for AdaPS, the agent's cluster
+(laid out as in :attr:`ModulePlan.observation_space`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +19,8 @@ from rllib_seps import spaces as sp
 from rllib_seps.mapping import AgentToModuleMapping, cluster_module_id
 
 SHARED_MODULE_ID = "shared"
-OBS_KEY, MASK_KEY, CLUSTER_KEY = "observations", "action_mask", "cluster"
+OBS_KEY, MASK_KEY, CLUSTER_KEY = "observations", "action_mask", "cluster"  # image modules' Dict keys
+N_CLUSTERS_KEY = "adaps_n_clusters"  # model_config entry: an AdaPS module's number of clusters
 # Beyond this many agents a one-hot id is wasteful: a binary code indicates them compactly.
 ONE_HOT_MAX_AGENTS = 64
 
@@ -69,20 +71,61 @@ class ModulePlan:
     cluster_centres: tuple[tuple[float, ...], ...] = ()
 
     @property
+    def image(self) -> bool:
+        """True for a padded module of (H, W, C) images, whose input stays a Dict (see below)."""
+        return not self.plain and len(self.padded_observation_space.shape) == 3
+
+    @property
     def observation_space(self) -> gym.Space:
-        """The module's input space: the raw space if plain, else a Dict of the padded (and
-        indicated) observation, the action mask and, for AdaPS, the cluster index."""
+        """The module's input space.
+
+        - Plain: the agents' own space.
+        - Vectors (and matrices, flattened): one float32 vector ``[observation, indicator code,
+          action mask, cluster index (AdaPS)]``. One array per step instead of a Dict of two or
+          three: RLlib's per-step episode bookkeeping costs about twice as much for a Dict (see
+          benchmarks/overhead.py), which made padded modules 10-20% slower than plain ones.
+        - Images: a Dict {"observations": the indicated image, "action_mask", ["cluster"]} (a
+          CNN needs the image's layout, and uint8 pixels stay uint8).
+        """
         if self.plain:
             return self.padded_observation_space
         obs = self.padded_observation_space
-        if self.indication in sp.IMAGE_METHODS:
-            obs = sp.indicated_image_space(obs, self.indication, self.n_indicators)
-        elif self.indication is not None:
+        mask = gym.spaces.Box(0.0, 1.0, (_mask_size(self.action_space),), np.float32)
+        if self.image:
+            if self.indication is not None:
+                obs = sp.indicated_image_space(obs, self.indication, self.n_indicators)
+            parts = {OBS_KEY: obs, MASK_KEY: mask}
+            if self.n_clusters:
+                parts[CLUSTER_KEY] = gym.spaces.Box(0, self.n_clusters - 1, (), np.int64)
+            return gym.spaces.Dict(parts)
+        obs = gym.spaces.Box(obs.low.ravel(), obs.high.ravel(), dtype=obs.dtype)
+        if self.indication is not None:
             obs = sp.indicated_space(obs, self.indication, self.n_indicators)
-        parts = {OBS_KEY: obs, MASK_KEY: gym.spaces.Box(0.0, 1.0, (_mask_size(self.action_space),), np.float32)}
-        if self.n_clusters:
-            parts[CLUSTER_KEY] = gym.spaces.Box(0, self.n_clusters - 1, (), np.int64)
-        return gym.spaces.Dict(parts)
+        cluster = [self.n_clusters - 1] if self.n_clusters else []
+        low = np.concatenate([obs.low.astype(np.float32), mask.low, np.zeros(len(cluster), np.float32)])
+        high = np.concatenate([obs.high.astype(np.float32), mask.high, np.array(cluster, np.float32)])
+        return gym.spaces.Box(low, high, dtype=np.float32)
+
+    def split(self, module_input: Any) -> tuple[Any, Any, Any]:
+        """(observation, action mask, cluster index or None) of one input of this padded module
+        or a batch of them (numpy or torch)."""
+        return split_input(module_input, _mask_size(self.action_space), self.n_clusters)
+
+
+def split_input(module_input: Any, n_mask: int, n_clusters: int) -> tuple[Any, Any, Any]:
+    """(observation, action mask, cluster index or None) of padded-module inputs, in either layout
+    of :attr:`ModulePlan.observation_space`, one or a batch (numpy arrays or torch tensors).
+
+    Args:
+        module_input: A flat vector (or batch of them) or an image module's Dict.
+        n_mask: Size of the action mask.
+        n_clusters: AdaPS clusters (0 without AdaPS: no cluster entry).
+    """
+    if isinstance(module_input, Mapping):
+        return module_input[OBS_KEY], module_input[MASK_KEY], module_input.get(CLUSTER_KEY)
+    n = module_input.shape[-1] - n_mask - (1 if n_clusters else 0)
+    cluster = module_input[..., n + n_mask] if n_clusters else None
+    return module_input[..., :n], module_input[..., n:n + n_mask], cluster
 
 
 def _mask_size(space: gym.Space) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import ray
+import torch
+from ray.rllib.core.columns import Columns
 
 import rllib_seps.envs  # noqa: F401  (registers the paper's environments with RLlib)
 
@@ -27,3 +30,18 @@ def quick_ppo_config(env: str, **env_config):
         .env_runners(num_env_runners=0)
         .training(train_batch_size=400, minibatch_size=200, num_epochs=1)
     )
+
+
+def batch_of(plan, agents: list[str], seed: int = 0) -> dict:
+    """A Columns.OBS batch of one sampled observation per entry of `agents`, as the padding
+    connector emits them (each with its agent's mask and cluster), for a one-module plan."""
+    from rllib_seps.connectors import PadObservations
+
+    connector, rng, rows = PadObservations(plan=plan), np.random.default_rng(seed), []
+    for agent in agents:
+        space = plan.agents[agent].observation_space
+        space.seed(int(rng.integers(1 << 30)))
+        rows.append(connector.preprocess({agent: space.sample()}, None)[agent])
+    if isinstance(rows[0], dict):  # image modules
+        return {Columns.OBS: {key: torch.as_tensor(np.stack([row[key] for row in rows])) for key in rows[0]}}
+    return {Columns.OBS: torch.as_tensor(np.stack(rows))}

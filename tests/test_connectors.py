@@ -60,16 +60,20 @@ def test_padded_observations_lie_in_the_module_space(strategy):
     assert connector.observation_space == spaces_dict(dict.fromkeys(sorted(OBS), module_space))
     raw = sample_obs(OBS)
     out = connector.preprocess(raw, None)
+    module = plan.modules["shared"]
+    parts = {}
     for agent, obs in out.items():
         assert module_space.contains(obs), agent
         own = plan.agents[agent]
-        np.testing.assert_array_equal(obs[MASK_KEY], sp.action_mask(own.action_space, ACT["leader"]))
-        expected = sp.pad_observation(raw[agent], own.observation_space, plan.modules["shared"].padded_observation_space)
+        parts[agent], mask, cluster = module.split(obs)
+        np.testing.assert_array_equal(mask, sp.action_mask(own.action_space, ACT["leader"]))
+        assert cluster is None
+        expected = sp.pad_observation(raw[agent], own.observation_space, module.padded_observation_space)
         if strategy == "fups_id":
             expected = sp.indicate(expected, own.indicator, "one_hot", 4)
-        np.testing.assert_array_equal(obs[OBS_KEY], expected)
-    np.testing.assert_array_equal(out["good"][OBS_KEY][28:34], 0)  # padded with zeros
-    assert out["odd"][OBS_KEY][:6].sum() == 1  # Discrete observation as one-hot
+        np.testing.assert_array_equal(parts[agent], expected)
+    np.testing.assert_array_equal(parts["good"][28:34], 0)  # padded with zeros
+    assert parts["odd"][:6].sum() == 1  # Discrete observation as one-hot
 
 
 def test_plain_modules_pass_through_and_adaps_adds_the_cluster():
@@ -84,7 +88,9 @@ def test_plain_modules_pass_through_and_adaps_adds_the_cluster():
     assert plan.modules["cluster_1"].observation_space.contains(out["good"])
     adaps = build_plan("adaps", OBS, ACT, labels)
     out = pad_connector(adaps).preprocess(raw, None)
-    assert {a: int(o[CLUSTER_KEY]) for a, o in out.items()} == {"adv": 0, "good": 1, "leader": 1, "odd": 2}
+    module = adaps.modules["shared"]
+    assert {a: int(module.split(o)[2]) for a, o in out.items()} == {"adv": 0, "good": 1, "leader": 1, "odd": 2}
+    assert all(module.observation_space.contains(o) for o in out.values())
 
 
 def test_images_are_indicated_per_type():
@@ -116,8 +122,21 @@ def test_connector_rewrites_episodes_once_per_new_observation():
         assert plan.modules["shared"].observation_space.contains(sa_episode.get_observations(-1)), agent
     assert episode.agent_episodes["leader"].get_observations(-1) is first["leader"]
     # Copies of padded observations (an episode chunk's lookback after a cut) are not padded twice.
-    copy = {k: np.array(v) for k, v in first["odd"].items()}
-    assert not connector._is_new("odd", copy) and connector._is_new("odd", np.int64(3))
+    assert not connector._is_new("odd", np.array(first["odd"])) and connector._is_new("odd", np.int64(3))
+    assert connector._is_new("good", sample_obs({"good": OBS["good"]})["good"])
+
+
+def test_image_modules_keep_a_dict_that_is_recognised_once_padded():
+    image = Box(0, 255, (8, 8, 1), np.uint8)
+    plan = build_plan("adaps", {"p": image, "q": image}, {"p": Discrete(3), "q": Discrete(2)}, [0, 1])
+    connector = pad_connector(plan)
+    raw = sample_obs({"p": image, "q": image})
+    out = connector.preprocess(raw, None)
+    assert set(out["q"]) == {OBS_KEY, MASK_KEY, CLUSTER_KEY} and out["q"][OBS_KEY].dtype == np.uint8
+    np.testing.assert_array_equal(out["q"][MASK_KEY], [1, 1, 0])
+    assert int(out["q"][CLUSTER_KEY]) == 1
+    assert not connector._is_new("q", out["q"]) and not connector._is_new("q", {k: np.array(v) for k, v in out["q"].items()})
+    assert connector._is_new("q", raw["q"])
 
 
 def test_unpad_discrete_adds_start_and_keeps_episode_actions_padded():

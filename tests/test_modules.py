@@ -10,7 +10,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
 from rllib_seps.modules import ConvStack, MaskableMLP, SharedActorCriticModule, padded_module_spec
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, build_plan
+from rllib_seps.specs import MASK_KEY, OBS_KEY, build_plan
+from tests.conftest import batch_of
 
 Box, Discrete, MultiDiscrete = gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete
 
@@ -26,23 +27,9 @@ def make_module(strategy, obs, act, labels=None, model_config=None, **plan_kwarg
     return padded_module_spec(module_plan, model_config or {}).build(), plan
 
 
-def batch_of(plan, agents: list[str], seed: int = 0) -> dict:
-    """A Columns.OBS batch: one sampled observation per entry of `agents`, with that agent's mask."""
-    from rllib_seps.connectors import PadObservations
-
-    connector = PadObservations(plan=plan)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i, agent in enumerate(agents):
-        space = plan.agents[agent].observation_space
-        space.seed(int(rng.integers(1 << 30)))
-        rows.append(connector.preprocess({agent: space.sample()}, None)[agent])
-    obs = {key: torch.as_tensor(np.stack([row[key] for row in rows])) for key in rows[0]}
-    return {Columns.OBS: obs}
-
-
-def masks_of(batch: dict) -> torch.Tensor:
-    return batch[Columns.OBS][MASK_KEY].bool()
+def masks_of(batch: dict, plan) -> torch.Tensor:
+    (module_plan,) = plan.modules.values()
+    return module_plan.split(batch[Columns.OBS])[1].bool()
 
 
 # Three agents, two observation sizes, Discrete(3) / Discrete(3) / Discrete(6).
@@ -61,7 +48,7 @@ def test_masked_actions_have_zero_probability_in_every_forward_path():
     module, plan = make_module("fups_id", OBS, ACT)
     bias_towards_padding(module.pi)
     batch = batch_of(plan, MIXED)
-    mask = masks_of(batch)
+    mask = masks_of(batch, plan)
     outputs = {
         "inference": module.forward_inference(batch),
         "exploration": module.forward_exploration(batch),
@@ -180,7 +167,7 @@ def test_conv_filters_that_leave_nothing_raise():
 
 def test_adaps_cluster_reaches_the_mask_hook():
     module, plan = make_module("adaps", OBS, ACT, labels=[0, 0, 1])
-    assert CLUSTER_KEY in module.observation_space.spaces
+    assert module.n_clusters == 2 and module.observation_space.shape == (7 + 6 + 1,)
     seen = []
     module.actor_body.mlp.hidden_mask = lambda layer, cluster: seen.append((layer, cluster.tolist()))
     module.forward_exploration(batch_of(plan, ["a", "c", "b"]))
@@ -193,7 +180,7 @@ def test_target_networks_are_masked_too():
     bias_towards_padding(module._target_pi)
     batch = batch_of(plan, MIXED)
     logits = module.forward_target(batch)[TARGET_NETWORK_ACTION_DIST_INPUTS]
-    assert torch.all(torch.softmax(logits, -1)[~masks_of(batch)] == 0)
+    assert torch.all(torch.softmax(logits, -1)[~masks_of(batch, plan)] == 0)
     assert [main for main, _ in module.get_target_network_pairs()] == [module.actor_body, module.pi]
 
 
@@ -210,8 +197,11 @@ def test_inference_only_module_has_no_critic():
 
 
 def test_observation_space_without_mask_raises():
-    with pytest.raises(ValueError, match="needs a Dict observation space with keys 'observations' and 'action_mask'"):
-        SharedActorCriticModule(observation_space=vec(4), action_space=Discrete(3), model_config={})
+    with pytest.raises(ValueError, match=r"needs a 1-D Box observation space of more than 3 entries"):
+        SharedActorCriticModule(observation_space=vec(3), action_space=Discrete(3), model_config={})
+    with pytest.raises(ValueError, match="needs a Dict observation space with keys 'observations', 'action_mask'"):
+        SharedActorCriticModule(observation_space=gym.spaces.Dict({OBS_KEY: vec(4)}), action_space=Discrete(3),
+                                model_config={})
 
 
 def test_unsupported_action_space_raises():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from rllib_seps.cli import load_experiments
 from rllib_seps.clustering import cluster_agents
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
 from rllib_seps.envs.adapter import rllib_creator
@@ -14,6 +18,7 @@ from rllib_seps.pretraining import run_pretraining
 from rllib_seps.report import format_report, write_report
 from rllib_seps.rollouts import collect_random_rollouts
 
+ROOT = Path(__file__).resolve().parents[1]
 # Enough to tell alike from different agents; the ARI tests use the defaults.
 QUICK = dict(progress=False, updates=1500, transitions_per_agent=1000)
 
@@ -33,6 +38,16 @@ def test_auto_k_recovers_colours(name):
     assert adjusted_rand_score(true_types(name), result.labels) == 1.0
     assert result.clustering.k == len(set(true_types(name)))
     assert result.clustering.scores, "automatic K reports the score of every K tried"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bps_h_1", "crware_1", "lbf"])
+def test_tuned_options_recover_the_types_of_each_paper_family(name):
+    """With its tuned config's SePS options (LBF: 200k transitions per agent, about 3 minutes)."""
+    (experiment,) = load_experiments(ROOT / "tuned_configs" / f"{name}-seps-ppo.yaml")
+    options = dataclasses.replace(experiment.seps, progress=False)
+    result = run_pretraining(rllib_creator(ENVIRONMENTS[name]), {}, options)
+    assert adjusted_rand_score(true_types(name), result.labels) == 1.0, result.clustering.reason
 
 
 def test_same_seed_same_clusters_and_embeddings():

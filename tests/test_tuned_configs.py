@@ -16,9 +16,9 @@ from rllib_seps.options import STRATEGIES
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "tuned_configs").glob("*.yaml"))
 RLLIB = Path(sys.executable).parent / "rllib"
-# Strategies every task must have a file for (adaps files are picked up when they are added).
-REQUIRED_STRATEGIES = ("nops", "fups", "fups_id", "seps")
-TASKS = ("bps_1", "bps_2", "bps_h_1", "crware_1", "lbf")
+TASKS = ("bps_1", "bps_2", "bps_h_1", "bps_h_2", "bps_h_3", "crware_1", "crware_2", "crware_3", "lbf")
+# One module per agent for 200 agents is infeasible (the paper did not run it either).
+NO_FILE = {("bps_h_3", "nops")}
 
 # A budget that makes one iteration take seconds.
 TINY = {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1, "num_env_runners": 0,
@@ -33,7 +33,7 @@ def name_parts(path: Path) -> tuple[str, str, str]:
 
 def test_every_task_has_a_file_per_strategy():
     found = {name_parts(p)[:2] for p in CONFIGS}
-    missing = [f"{t}-{s}-ppo.yaml" for t in TASKS for s in REQUIRED_STRATEGIES if (t, s) not in found]
+    missing = [f"{t}-{s}-ppo.yaml" for t in TASKS for s in STRATEGIES if (t, s) not in found | NO_FILE]
     assert not missing
 
 
