@@ -18,15 +18,15 @@ Throughput is agent steps per second, per wall-clock second and per CPU second o
 padded / default and, as a check, best against best.
 
 Results to expect (2-core machine, fragment 200): the padded side within 15% of the default
-(ratio >= 0.85); measured 1.05 (median of pairs) since padded modules take one flat vector (0.94
-when they took a Dict of observation and mask). The ratio falls with longer fragments: RLlib 2.60's MultiAgentEnvRunner calls
+(ratio >= 0.85); measured 1.05 (median of pairs), and 0.94 with 1000-step calls
+(``--fragment 1000``). Before padded modules took one flat vector, they took a Dict of
+observation and mask, and measured 0.94 and 0.81: RLlib 2.60's MultiAgentEnvRunner calls
 ``to_numpy()`` (and so ``validate()``) on every episode finished in the current ``sample()`` call
-at every env step, a cost quadratic in the fragment length, and each call costs about twice as
-much for Dict observations (the length of a Dict buffer is taken by flattening it). This hits
-any Dict observation (RLlib's own action-masking example included; here only image modules). Short fragments
-(``config.env_runners(rollout_fragment_length=200)``) avoid it for both sides, and so does
-``--no-episodes-to-numpy`` (seen: at fragment 1000 it nearly doubles both throughputs and brings
-the ratio back to about 0.97).
+at every env step, a cost quadratic in the call's length, and each call costs about twice as much
+for Dict observations (the length of a Dict buffer is taken by flattening it). That still hits
+any Dict observation (RLlib's own action-masking example included; here only image modules).
+Short fragments (``config.env_runners(rollout_fragment_length=200)``) avoid it, and so does
+``--no-episodes-to-numpy`` (seen: at fragment 1000 it nearly doubles both throughputs).
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ CENTRES_KEY = "adaps_centres"
 DROP_THRESHOLD_KEY = "adaps_drop_threshold"
 MASKED_LAYERS_KEY = "adaps_masked_layers"
 SEED_KEY = "adaps_seed"
+N_CLUSTERS_KEY = "adaps_n_clusters"  # the module's number of clusters, set by padded_module_spec
 
 MaskedLayers = Literal["all"] | Sequence[int]
 

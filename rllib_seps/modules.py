@@ -48,7 +48,8 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, N_CLUSTERS_KEY, OBS_KEY, ModulePlan, split_input
+from rllib_seps.adaps import N_CLUSTERS_KEY, masks_for_module
+from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, ModulePlan, mask_size, split_input
 
 _RLLIB_DEFAULTS = DefaultModelConfig()
 DEFAULT_HIDDENS = tuple(_RLLIB_DEFAULTS.fcnet_hiddens)
@@ -274,15 +275,6 @@ def _action_dist_cls(space: gym.Space) -> type:
     return TorchDiagGaussian
 
 
-def _n_outputs(space: gym.Space) -> int:
-    """Size of the action mask: logits (Discrete, MultiDiscrete) or dimensions (Box)."""
-    if isinstance(space, gym.spaces.Discrete):
-        return int(space.n)
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return int(np.sum(space.nvec))
-    return int(np.prod(space.shape))
-
-
 class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, TargetNetworkAPI):
     """Actor-critic shared by agents whose spaces were padded to the module's spaces.
 
@@ -316,7 +308,7 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
                             f"action spaces, got {actions!r}. Fix: give these agents RLlib's default module.")
         config = self.model_config
         config = dict(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config or {})
-        self.n_mask, self.n_clusters = _n_outputs(actions), int(config.get(N_CLUSTERS_KEY, 0))
+        self.n_mask, self.n_clusters = mask_size(actions), int(config.get(N_CLUSTERS_KEY, 0))
         fix = ("Fix: build its spec with padded_module_spec() and let "
                "rllib_seps.connectors.PadObservations produce its observations.")
         if isinstance(space, gym.spaces.Dict):
@@ -350,8 +342,6 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
         if self.n_clusters:
             # AdaPS: one fixed mask per cluster (rllib_seps.adaps), the same over the actor's and
             # the critic's hidden units, so a cluster's policy and value use one sub-network.
-            from rllib_seps.adaps import masks_for_module
-
             widths = [layer.out_features for layer in self.actor_body.mlp.layers]
             masks = masks_for_module(config, self.n_clusters, widths)
             for body in (self.actor_body, self.critic_body):

@@ -20,7 +20,6 @@ from rllib_seps.mapping import AgentToModuleMapping, cluster_module_id
 
 SHARED_MODULE_ID = "shared"
 OBS_KEY, MASK_KEY, CLUSTER_KEY = "observations", "action_mask", "cluster"  # image modules' Dict keys
-N_CLUSTERS_KEY = "adaps_n_clusters"  # model_config entry: an AdaPS module's number of clusters
 # Beyond this many agents a one-hot id is wasteful: a binary code indicates them compactly.
 ONE_HOT_MAX_AGENTS = 64
 
@@ -90,7 +89,7 @@ class ModulePlan:
         if self.plain:
             return self.padded_observation_space
         obs = self.padded_observation_space
-        mask = gym.spaces.Box(0.0, 1.0, (_mask_size(self.action_space),), np.float32)
+        mask = gym.spaces.Box(0.0, 1.0, (mask_size(self.action_space),), np.float32)
         if self.image:
             if self.indication is not None:
                 obs = sp.indicated_image_space(obs, self.indication, self.n_indicators)
@@ -109,7 +108,7 @@ class ModulePlan:
     def split(self, module_input: Any) -> tuple[Any, Any, Any]:
         """(observation, action mask, cluster index or None) of one input of this padded module
         or a batch of them (numpy or torch)."""
-        return split_input(module_input, _mask_size(self.action_space), self.n_clusters)
+        return split_input(module_input, mask_size(self.action_space), self.n_clusters)
 
 
 def split_input(module_input: Any, n_mask: int, n_clusters: int) -> tuple[Any, Any, Any]:
@@ -128,7 +127,9 @@ def split_input(module_input: Any, n_mask: int, n_clusters: int) -> tuple[Any, A
     return module_input[..., :n], module_input[..., n:n + n_mask], cluster
 
 
-def _mask_size(space: gym.Space) -> int:
+def mask_size(space: gym.Space) -> int:
+    """Size of a padded module's action mask: its logits (Discrete, MultiDiscrete) or its
+    dimensions (Box)."""
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
     if isinstance(space, gym.spaces.MultiDiscrete):

@@ -178,8 +178,8 @@ def test_cooperative_pong_trains_with_each_image_indication(ray_session, method)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["APPO", "IMPALA"])
-def test_appo_and_impala_train_the_padded_module(ray_session, algorithm):
+@pytest.mark.parametrize(("algorithm", "strategy"), [("APPO", "fups_id"), ("IMPALA", "fups_id"), ("IMPALA", "adaps")])
+def test_appo_and_impala_train_the_padded_module(ray_session, algorithm, strategy):
     from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.algorithms.impala import IMPALAConfig
 
@@ -187,7 +187,8 @@ def test_appo_and_impala_train_the_padded_module(ray_session, algorithm):
     config = (config_cls().environment("recording_swc", env_config={"max_cycles": 25, "seed": 0})
               .env_runners(num_env_runners=0).training(train_batch_size=200)
               .reporting(min_time_s_per_iteration=0))
-    config, _ = with_sharing(config, quick("fups_id"))
+    pretraining = {"n_clusters": 3, "transitions_per_agent": 200, "updates": 200} if strategy == "adaps" else {}
+    config, _ = with_sharing(config, quick(strategy, **pretraining))
     algo = config.build_algo()
     try:
         for _ in range(20):  # asynchronous learners report once they have updated
