@@ -3,9 +3,9 @@
 - :class:`PadObservations` (env-to-module): for every agent of a padded module, pads its
   observation into the module's space, appends its indicator, action mask and (AdaPS) cluster,
   and emits the module's input (one float32 vector, or a Dict for images: see
-  :attr:`rllib_seps.specs.ModulePlan.observation_space`). It writes back into the episodes, so learners see
-  the same observations, and declares each agent's new space, so RLlib sees every agent of a
-  module with the module's space.
+  :attr:`rllib_seps.specs.ModulePlan.observation_space`). It writes back into the episodes, so
+  learners see the same observations, and declares each agent's new space, so RLlib sees every
+  agent of a module with the module's space.
 - :class:`UnpadActions` (module-to-env): turns each agent's padded action back into one of its
   own space (:func:`rllib_seps.spaces.unpad_action`), raising, never remapping, on an action the
   agent does not have. Episodes keep the padded action (the learner's log-probabilities need it);

@@ -66,11 +66,12 @@ def padded_module_spec(module_plan: ModulePlan, model_config: dict) -> RLModuleS
     """The spec of a padded (non-plain) module of a sharing plan.
 
     Args:
-        module_plan: The module's plan; its ``observation_space`` (the Dict the connector emits)
-            and ``action_space`` (padded) become the module's spaces.
+        module_plan: The module's plan; its ``observation_space`` (what the connector emits) and
+            ``action_space`` (padded) become the module's spaces, and its ``n_clusters`` (AdaPS)
+            joins the model_config.
         model_config: ``fcnet_hiddens`` (default RLlib's, [256, 256]), ``fcnet_activation``
-            (default RLlib's, "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride], default
-            [[16, 4, 2], [32, 4, 2]]), ``conv_activation`` (default "relu"),
+            (default RLlib's, "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride],
+            default [[16, 4, 2], [32, 4, 2]]), ``conv_activation`` (default "relu"),
             ``vf_share_layers`` (default False: the critic has its own body).
 
     Returns:
@@ -309,26 +310,7 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
         config = self.model_config
         config = dict(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config or {})
         self.n_mask, self.n_clusters = mask_size(actions), int(config.get(N_CLUSTERS_KEY, 0))
-        fix = ("Fix: build its spec with padded_module_spec() and let "
-               "rllib_seps.connectors.PadObservations produce its observations.")
-        if isinstance(space, gym.spaces.Dict):
-            if not {OBS_KEY, MASK_KEY} <= set(space.spaces) or (CLUSTER_KEY in space.spaces) != bool(self.n_clusters):
-                raise ValueError(f"SharedActorCriticModule with {self.n_clusters} AdaPS clusters needs a Dict "
-                                 f"observation space with keys {OBS_KEY!r}, {MASK_KEY!r}"
-                                 f"{f' and {CLUSTER_KEY!r}' if self.n_clusters else ''}, got {space!r}. {fix}")
-            if space[MASK_KEY].shape != (self.n_mask,):
-                raise ValueError(f"Action mask of shape {space[MASK_KEY].shape} does not fit action space "
-                                 f"{actions!r}, which needs ({self.n_mask},).")
-            obs_space = space[OBS_KEY]
-        else:
-            tail = self.n_mask + (1 if self.n_clusters else 0)
-            if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1 or space.shape[0] <= tail:
-                raise ValueError(f"SharedActorCriticModule needs a 1-D Box observation space of more than "
-                                 f"{tail} entries (observation, then {self.n_mask} action-mask entries for "
-                                 f"{actions!r}{' and the cluster index' if self.n_clusters else ''}), or a "
-                                 f"Dict for images; got {space!r}. {fix}")
-            n_obs = space.shape[0] - tail
-            obs_space = gym.spaces.Box(space.low[:n_obs], space.high[:n_obs], dtype=np.float32)
+        obs_space = self._observation_part(space)
         self.is_box = isinstance(actions, gym.spaces.Box)
         self.actor_body = Body(obs_space, config)
         width = self.actor_body.out_size
@@ -347,6 +329,30 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
             for body in (self.actor_body, self.critic_body):
                 if body is not None:
                     body.mlp.set_cluster_masks(masks)
+
+    def _observation_part(self, space: gym.Space) -> gym.spaces.Box:
+        """The space of the observation inside the module's input; raises ValueError if the input
+        does not have the layout of :attr:`rllib_seps.specs.ModulePlan.observation_space`."""
+        fix = ("Fix: build its spec with padded_module_spec() and let "
+               "rllib_seps.connectors.PadObservations produce its observations.")
+        cluster = f" and {CLUSTER_KEY!r}" if self.n_clusters else ""
+        if isinstance(space, gym.spaces.Dict):
+            if not {OBS_KEY, MASK_KEY} <= set(space.spaces) or (CLUSTER_KEY in space.spaces) != bool(cluster):
+                raise ValueError(f"SharedActorCriticModule with {self.n_clusters} AdaPS clusters needs a "
+                                 f"Dict observation space with keys {OBS_KEY!r}, {MASK_KEY!r}{cluster}, "
+                                 f"got {space!r}. {fix}")
+            if space[MASK_KEY].shape != (self.n_mask,):
+                raise ValueError(f"Action mask of shape {space[MASK_KEY].shape} does not fit action space "
+                                 f"{self.action_space!r}, which needs ({self.n_mask},).")
+            return space[OBS_KEY]
+        tail = self.n_mask + (1 if self.n_clusters else 0)
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1 or space.shape[0] <= tail:
+            raise ValueError(f"SharedActorCriticModule needs a 1-D Box observation space of more than "
+                             f"{tail} entries (observation, then {self.n_mask} action-mask entries for "
+                             f"{self.action_space!r}{' and the cluster index' if cluster else ''}), or a "
+                             f"Dict for images; got {space!r}. {fix}")
+        n_obs = space.shape[0] - tail
+        return gym.spaces.Box(space.low[:n_obs], space.high[:n_obs], dtype=np.float32)
 
     def _parts(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(observation, action mask, cluster index or None) of a batch of module inputs."""
