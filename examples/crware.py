@@ -18,7 +18,7 @@ Results to expect: SePS pretraining prints 2 clusters of 2 robots for crware_1 (
 Rewards are sparse (+1 per delivery of a shelf of the robot's own colour in 500-step episodes):
 a few iterations mostly score 0-1 deliveries per episode. The paper reports about 7 for SePS
 on C-RWARE(1) after far longer training (``rllib train file tuned_configs/crware_1-seps-ppo.yaml``
-runs 4M env steps). Each iteration (4000 env steps, 8 episodes) takes tens of seconds on 2 cores.
+runs 2M env steps). Each iteration (4000 env steps, 8 episodes) takes tens of seconds on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import ray
 
 from rllib_seps.cli import load_experiments, share
+from rllib_seps.options import STRATEGIES
 from rllib_seps.report import format_report
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", default=None, help="a tuned_configs/crware_*.yaml file "
                         "(default: tuned_configs/crware_1-<strategy>-ppo.yaml)")
-    parser.add_argument("--strategy", default="seps", choices=("nops", "fups", "fups_id", "seps"))
+    parser.add_argument("--strategy", default="seps", choices=STRATEGIES)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--num-cpus", type=int, default=2)
     args = parser.parse_args()
