@@ -43,8 +43,8 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
 
 import rllib_seps.envs  # noqa: F401  (registers the environments)
-from rllib_seps.configure import apply_plan, env_creator_of, env_spaces
-from rllib_seps.specs import build_plan
+from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+from rllib_seps.sharing.plan import build_plan
 
 
 @dataclass

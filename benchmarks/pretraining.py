@@ -26,7 +26,7 @@ from sklearn.metrics import adjusted_rand_score
 from rllib_seps.envs import ENVIRONMENTS, make_env
 from rllib_seps.envs.adapter import rllib_creator
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining import run_pretraining
+from rllib_seps.pretraining.pipeline import run_pretraining
 
 CORE_TASKS = ["bps_1", "bps_2", "bps_3", "bps_4", "bps_200"]
 PAPER_TASKS = ["bps_h_1", "bps_h_2", "bps_h_3", "crware_1", "crware_2", "crware_3", "lbf"]

@@ -27,7 +27,7 @@ clock and by CPU time (the issue's target for adaps: >= 0.9).
 
 What adaps pays beyond fups on these homogeneous tasks: fups is *plain* (RLlib's default module,
 no connector), while adaps always goes through the padding connectors (to append each agent's
-cluster index to its observation) and :class:`rllib_seps.modules.SharedActorCriticModule`; the
+cluster index to its observation) and :class:`rllib_seps.rllib.modules.SharedActorCriticModule`; the
 masks themselves are one row gather and one multiply per hidden layer in the same batched pass.
 ``--padded-fups`` adds fups served through the same connectors and module without masks
 (``force_padding``), which separates the two costs.
@@ -41,7 +41,7 @@ module micro-benchmark on the 200-agent BPS: +0.05 ms per 200-sample inference p
 route's Dict observation ({"observations", "action_mask", "cluster"}): RLlib's per-step episode
 bookkeeping flattens it at every step (cProfile: ``tree.flatten`` under
 ``InfiniteLookbackBuffer.len_incl_lookback``). Padded modules of vectors now take one flat float32
-vector (see :attr:`rllib_seps.specs.ModulePlan.observation_space`), which brought adaps from
+vector (see :attr:`rllib_seps.sharing.plan.ModulePlan.observation_space`), which brought adaps from
 0.81x to 0.97x of fups in that setting.
 """
 
@@ -59,9 +59,9 @@ from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_seps.envs  # noqa: F401  (registers the environments)
 from rllib_seps import with_sharing
-from rllib_seps.adaps import format_mask_report
-from rllib_seps.configure import apply_plan, env_creator_of, env_spaces
-from rllib_seps.specs import build_plan
+from rllib_seps.sharing.adaps import format_mask_report
+from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+from rllib_seps.sharing.plan import build_plan
 
 STRATEGIES = ("fups", "seps", "adaps")
 N_TYPES = {"bps_1": 3, "bps_200": 4}

@@ -30,7 +30,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_seps.envs  # noqa: F401  (registers "bps_1" ... "bps_h_3")
 from rllib_seps import with_sharing
-from rllib_seps.report import format_report
+from rllib_seps.pretraining.report import format_report
 
 
 def bps_config(env: str, seed: int) -> PPOConfig:

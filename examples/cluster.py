@@ -41,7 +41,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_seps.envs  # noqa: F401  (registers the paper's environments)
 from rllib_seps import with_sharing
-from rllib_seps.report import format_report
+from rllib_seps.pretraining.report import format_report
 
 
 def connect(address: str) -> int:

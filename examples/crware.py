@@ -28,9 +28,9 @@ from pathlib import Path
 
 import ray
 
-from rllib_seps.cli import load_experiments, share
+from rllib_seps.cli.experiment_file import load_experiments, share
 from rllib_seps.options import STRATEGIES
-from rllib_seps.report import format_report
+from rllib_seps.pretraining.report import format_report
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ class SePSOptions:
     adaps_drop_threshold: float = 0.5
     """AdaPS drop threshold lambda in (0, 1): a hidden unit is off for a cluster when the mapping
     network's sigmoid output for the cluster's centre is below it. 0.5 keeps about half of the
-    units per cluster (0.3 about 3/4, 0.7 about 1/4); see rllib_seps/adaps.py for the mapping.
+    units per cluster (0.3 about 3/4, 0.7 about 1/4); see rllib_seps/sharing/adaps.py for the mapping.
     Measured (PPO on BPS(1), K=3, fcnet_hiddens [64, 64], 6 iterations of 400 env steps, one
     seed): mean return over the last 3 iterations -406 at lambda 0.3 and 0.5 on all layers, -419 at
     0.7 on all layers (about 19 of 64 units left per layer and cluster), -404 to -410 for 0.3-0.7 on

@@ -35,7 +35,7 @@ def quick_ppo_config(env: str, **env_config):
 def batch_of(plan, agents: list[str], seed: int = 0) -> dict:
     """A Columns.OBS batch of one sampled observation per entry of `agents`, as the padding
     connector emits them (each with its agent's mask and cluster), for a one-module plan."""
-    from rllib_seps.connectors import PadObservations
+    from rllib_seps.rllib.connectors import PadObservations
 
     connector, rng, rows = PadObservations(plan=plan), np.random.default_rng(seed), []
     for agent in agents:

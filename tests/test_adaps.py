@@ -19,17 +19,17 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from rllib_seps import SePSOptions, with_sharing
-from rllib_seps.adaps import (
+from rllib_seps.sharing.adaps import (
     adaps_model_config,
     cluster_masks,
     format_mask_report,
     mask_report,
     masks_for_module,
 )
-from rllib_seps.configure import apply_plan, env_creator_of, env_spaces
-from rllib_seps.modules import SharedActorCriticModule, padded_module_spec
-from rllib_seps.report import format_report
-from rllib_seps.specs import build_plan
+from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+from rllib_seps.rllib.modules import SharedActorCriticModule, padded_module_spec
+from rllib_seps.pretraining.report import format_report
+from rllib_seps.sharing.plan import build_plan
 from tests.conftest import batch_of, quick_ppo_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Overriding environment rllib-multi-agent-env-v0")
@@ -203,8 +203,8 @@ def test_adaps_has_as_many_trainable_parameters_as_fups():
 # First in file order, before the module's Ray session starts: it runs its own Ray in a subprocess.
 TWO_LEARNERS = textwrap.dedent("""
     import ray, rllib_seps.envs
-    from rllib_seps.configure import apply_plan, env_creator_of, env_spaces
-    from rllib_seps.specs import build_plan
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+    from rllib_seps.sharing.plan import build_plan
     from tests.conftest import batch_of, quick_ppo_config
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

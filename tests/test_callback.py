@@ -11,7 +11,7 @@ import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 
 from rllib_seps import AgentToModuleMapping, SePSCallback
-from rllib_seps.report import EMBEDDINGS_PNG, REPORT_JSON
+from rllib_seps.pretraining.report import EMBEDDINGS_PNG, REPORT_JSON
 from tests.conftest import quick_ppo_config
 
 pytestmark = pytest.mark.slow

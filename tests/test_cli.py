@@ -9,17 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rllib_seps.cli import (
-    UserError,
-    checked_stopper,
-    deep_merge,
-    find_checkpoint,
-    format_returns,
-    load_experiments,
-    main,
-    progress_line,
-)
-from rllib_seps.plots import plot_learning_curve
+from rllib_seps.cli.errors import UserError
+from rllib_seps.cli.evaluate import find_checkpoint, format_returns
+from rllib_seps.cli.experiment_file import load_experiments
+from rllib_seps.cli.main import main
+from rllib_seps.cli.train import checked_stopper, progress_line
+from rllib_seps.cli.plots import plot_learning_curve
 
 RLLIB = Path(sys.executable).parent / "rllib"
 
@@ -56,6 +51,8 @@ def run_main(capsys, *argv: str) -> tuple[int, str]:
      "unknown SePS option 'n_cluster'; did you mean 'n_clusters'?"),
     (VALID.replace("n_clusters: 3", "n_clusters: 0"), "exp.config.seps.n_clusters", "n_clusters=0 is invalid"),
     (VALID.replace("lr: 0.0003", "lrr: 0.0003"), "exp.config.lrr", "did you mean 'lr'?"),
+    (VALID.replace("fcnet_hiddens: [64, 64]", "fcnet_hidens: [64, 64]"), "exp.config.model_config.fcnet_hidens",
+     "unknown model_config key; did you mean 'fcnet_hiddens'?"),
     (VALID.replace("stop:", "stopp:"), "exp.stopp", "unknown experiment key; did you mean 'stop'?"),
     (VALID.replace("  stop:", "  checkpoint_at_end: 3\n  stop:"), "exp.checkpoint_at_end", "must be true or false"),
     (VALID.replace("    lr: 0.0003", "    lr: 0.0003\n    minibatch_size: 9000"), "exp.config",
@@ -113,10 +110,11 @@ def test_file_without_seps_block_is_a_plain_rllib_run(tmp_path):
     assert exp.seps is None
 
 
-def test_deep_merge_merges_mappings_and_replaces_the_rest():
-    base = {"a": {"b": 1, "c": [1]}, "d": 1}
-    assert deep_merge(base, {"a": {"c": [2]}, "e": 3}) == {"a": {"b": 1, "c": [2]}, "d": 1, "e": 3}
-    assert base == {"a": {"b": 1, "c": [1]}, "d": 1}
+def test_config_overrides_merge_into_nested_settings_and_replace_the_rest(tmp_path):
+    (exp,) = load_experiments(write(tmp_path, VALID), config_overrides={
+        "seps": {"seed": 5}, "model_config": {"fcnet_hiddens": [32]}, "lr": 0.01})
+    assert (exp.seps.seed, exp.seps.n_clusters) == (5, 3)  # merged: n_clusters stays
+    assert exp.config.model_config["fcnet_hiddens"] == [32] and exp.config.lr == 0.01
 
 
 def test_user_error_is_one_line():

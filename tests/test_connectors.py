@@ -11,15 +11,16 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
 
-from rllib_seps import spaces as sp
-from rllib_seps.configure import apply_plan
-from rllib_seps.connectors import (
+from rllib_seps.sharing import spaces as sp
+from rllib_seps.rllib.configure import apply_plan
+from rllib_seps.rllib.connectors import (
     PadObservations,
     UnpadActions,
     env_to_module_factory,
     module_to_env_factory,
 )
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, build_plan
+from rllib_seps.sharing.layout import CLUSTER_KEY, MASK_KEY, OBS_KEY
+from rllib_seps.sharing.plan import build_plan
 
 Box, Discrete, MultiDiscrete = gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete
 
@@ -65,12 +66,12 @@ def test_padded_observations_lie_in_the_module_space(strategy):
     for agent, obs in out.items():
         assert module_space.contains(obs), agent
         own = plan.agents[agent]
-        parts[agent], mask, cluster = module.split(obs)
+        parts[agent], mask, cluster = module.layout.unpack(obs)
         np.testing.assert_array_equal(mask, sp.action_mask(own.action_space, ACT["leader"]))
         assert cluster is None
-        expected = sp.pad_observation(raw[agent], own.observation_space, module.padded_observation_space)
+        expected = sp.pad_observation(raw[agent], own.observation_space, module.layout.observation_space)
         if strategy == "fups_id":
-            expected = sp.indicate(expected, own.indicator, "one_hot", 4)
+            expected = sp.indicate(expected, own.code.indicator, "one_hot", 4)
         np.testing.assert_array_equal(parts[agent], expected)
     np.testing.assert_array_equal(parts["good"][28:34], 0)  # padded with zeros
     assert parts["odd"][:6].sum() == 1  # Discrete observation as one-hot
@@ -89,7 +90,7 @@ def test_plain_modules_pass_through_and_adaps_adds_the_cluster():
     adaps = build_plan("adaps", OBS, ACT, labels)
     out = pad_connector(adaps).preprocess(raw, None)
     module = adaps.modules["shared"]
-    assert {a: int(module.split(o)[2]) for a, o in out.items()} == {"adv": 0, "good": 1, "leader": 1, "odd": 2}
+    assert {a: int(module.layout.unpack(o).cluster) for a, o in out.items()} == {"adv": 0, "good": 1, "leader": 1, "odd": 2}
     assert all(module.observation_space.contains(o) for o in out.values())
 
 
@@ -121,12 +122,14 @@ def test_connector_rewrites_episodes_once_per_new_observation():
     for agent, sa_episode in episode.agent_episodes.items():
         assert plan.modules["shared"].observation_space.contains(sa_episode.get_observations(-1)), agent
     assert episode.agent_episodes["leader"].get_observations(-1) is first["leader"]
-    # Copies of padded observations (an episode chunk's lookback after a cut) are not padded twice.
-    assert not connector._is_new("odd", np.array(first["odd"])) and connector._is_new("odd", np.int64(3))
-    assert connector._is_new("good", sample_obs({"good": OBS["good"]})["good"])
+    # A chunk cut from the episode keeps its packed lookback: nothing is packed twice.
+    chunk = episode.cut()
+    before = {a: e.get_observations(-1) for a, e in chunk.agent_episodes.items()}
+    connector(rl_module=None, batch={}, episodes=[chunk])
+    assert all(chunk.agent_episodes[a].get_observations(-1) is o for a, o in before.items())
 
 
-def test_image_modules_keep_a_dict_that_is_recognised_once_padded():
+def test_image_modules_keep_a_dict():
     image = Box(0, 255, (8, 8, 1), np.uint8)
     plan = build_plan("adaps", {"p": image, "q": image}, {"p": Discrete(3), "q": Discrete(2)}, [0, 1])
     connector = pad_connector(plan)
@@ -135,8 +138,7 @@ def test_image_modules_keep_a_dict_that_is_recognised_once_padded():
     assert set(out["q"]) == {OBS_KEY, MASK_KEY, CLUSTER_KEY} and out["q"][OBS_KEY].dtype == np.uint8
     np.testing.assert_array_equal(out["q"][MASK_KEY], [1, 1, 0])
     assert int(out["q"][CLUSTER_KEY]) == 1
-    assert not connector._is_new("q", out["q"]) and not connector._is_new("q", {k: np.array(v) for k, v in out["q"].items()})
-    assert connector._is_new("q", raw["q"])
+    assert plan.modules["shared"].observation_space.contains(out["q"])
 
 
 def test_unpad_discrete_adds_start_and_keeps_episode_actions_padded():

@@ -15,12 +15,12 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
 from ray.tune.registry import register_env
 
-from rllib_seps.configure import apply_plan, env_creator_of, env_spaces, with_sharing
+from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces, with_sharing
 from rllib_seps.envs import SortedParallelEnv
 from rllib_seps.envs.pettingzoo_envs import simple_world_comm
-from rllib_seps.modules import SharedActorCriticModule
-from rllib_seps.spaces import IMAGE_METHODS
-from rllib_seps.specs import build_plan
+from rllib_seps.rllib.modules import SharedActorCriticModule
+from rllib_seps.sharing.spaces import IMAGE_METHODS
+from rllib_seps.sharing.plan import build_plan
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*render method without specifying any render mode"),

@@ -9,8 +9,9 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
-from rllib_seps.modules import ConvStack, MaskableMLP, SharedActorCriticModule, padded_module_spec
-from rllib_seps.specs import MASK_KEY, OBS_KEY, build_plan
+from rllib_seps.rllib.modules import ConvStack, MaskableMLP, SharedActorCriticModule, padded_module_spec
+from rllib_seps.sharing.layout import OBS_KEY
+from rllib_seps.sharing.plan import build_plan
 from tests.conftest import batch_of
 
 Box, Discrete, MultiDiscrete = gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete
@@ -29,7 +30,7 @@ def make_module(strategy, obs, act, labels=None, model_config=None, **plan_kwarg
 
 def masks_of(batch: dict, plan) -> torch.Tensor:
     (module_plan,) = plan.modules.values()
-    return module_plan.split(batch[Columns.OBS])[1].bool()
+    return module_plan.layout.unpack(batch[Columns.OBS]).action_mask.bool()
 
 
 # Three agents, two observation sizes, Discrete(3) / Discrete(3) / Discrete(6).
@@ -196,22 +197,26 @@ def test_inference_only_module_has_no_critic():
     module.set_state(state)
 
 
-def test_observation_space_without_mask_raises():
-    with pytest.raises(ValueError, match=r"needs a 1-D Box observation space of more than 3 entries"):
+def test_module_without_its_layout_or_with_other_spaces_raises():
+    with pytest.raises(ValueError, match=r"needs the InputLayout of its input in model_config\['seps_input_layout'\]"):
         SharedActorCriticModule(observation_space=vec(3), action_space=Discrete(3), model_config={})
-    with pytest.raises(ValueError, match="needs a Dict observation space with keys 'observations', 'action_mask'"):
-        SharedActorCriticModule(observation_space=gym.spaces.Dict({OBS_KEY: vec(4)}), action_space=Discrete(3),
-                                model_config={})
+    plan = build_plan("fups_id", OBS, ACT)
+    spec = padded_module_spec(plan.modules["shared"], {})
+    with pytest.raises(ValueError, match="but its layout has"):
+        SharedActorCriticModule(observation_space=vec(3), action_space=spec.action_space,
+                                model_config=spec.model_config)
+
+
+def test_model_config_keys_the_module_would_ignore_are_named():
+    plan = build_plan("fups_id", OBS, ACT)
+    padded_module_spec(plan.modules["shared"], {"use_lstm": False, "fcnet_hiddens": [8]})  # defaults pass
+    with pytest.raises(ValueError, match=r"model_config use_lstm=True is not supported"):
+        padded_module_spec(plan.modules["shared"], {"use_lstm": True})
+    with pytest.raises(ValueError, match=r"Unknown model_config key 'fcnet_hidens'. Did you mean 'fcnet_hiddens'"):
+        padded_module_spec(plan.modules["shared"], {"fcnet_hidens": [8]})
 
 
 def test_unsupported_action_space_raises():
-    space = gym.spaces.Dict({OBS_KEY: vec(4), MASK_KEY: Box(0.0, 1.0, (2,), np.float32)})
     with pytest.raises(TypeError, match=r"supports Discrete, MultiDiscrete and 1-D Box action spaces, got Tuple"):
-        SharedActorCriticModule(observation_space=space, model_config={},
+        SharedActorCriticModule(observation_space=vec(4), model_config={},
                                 action_space=gym.spaces.Tuple([Discrete(2), Discrete(2)]))
-
-
-def test_mask_of_wrong_size_raises():
-    space = gym.spaces.Dict({OBS_KEY: vec(4), MASK_KEY: Box(0.0, 1.0, (2,), np.float32)})
-    with pytest.raises(ValueError, match=r"Action mask of shape \(2,\) does not fit action space Discrete\(3\)"):
-        SharedActorCriticModule(observation_space=space, action_space=Discrete(3), model_config={})

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from rllib_seps.cli import load_experiments
-from rllib_seps.clustering import cluster_agents
+from rllib_seps.cli.experiment_file import load_experiments
+from rllib_seps.pretraining.clustering import cluster_agents
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
 from rllib_seps.envs.adapter import rllib_creator
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining import run_pretraining
-from rllib_seps.report import format_report, write_report
-from rllib_seps.rollouts import collect_random_rollouts
+from rllib_seps.pretraining.pipeline import run_pretraining
+from rllib_seps.pretraining.report import format_report, write_report
+from rllib_seps.pretraining.rollouts import collect_random_rollouts
 
 ROOT = Path(__file__).resolve().parents[1]
 # Enough to tell alike from different agents; the ARI tests use the defaults.

@@ -1,4 +1,4 @@
-"""Tests for rllib_seps.spaces: every transform's output lies in its declared space."""
+"""Tests for rllib_seps.sharing.spaces: every transform's output lies in its declared space."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces as gs
 
-from rllib_seps import spaces as sp
+from rllib_seps.sharing import spaces as sp
+from rllib_seps.sharing.plan import build_plan
 
 N_SAMPLES = 50
 
@@ -376,3 +377,27 @@ def test_image_indication_errors():
         sp.indicated_image_space(IMAGE_U8, "inverson", 2)
     with pytest.warns(UserWarning, match="n=1"):
         sp.indicated_image_space(IMAGE_U8, "binary", 1)
+
+
+def test_spaces_that_differ_in_one_bound_are_different_even_with_equal_reprs():
+    low = -np.arange(2000, dtype=np.float32)
+    other = low.copy()
+    other[1000] -= 1e-3  # within np.allclose's tolerance, and hidden by repr's "..."
+    a, b = gs.Box(low, 1.0, dtype=np.float32), gs.Box(other, 1.0, dtype=np.float32)
+    assert repr(a) == repr(b) and a == b  # what the old comparisons saw
+    assert not sp.same_space(a, b) and sp.space_key(a) != sp.space_key(b)
+    assert sp.same_space(a, gs.Box(low.copy(), 1.0, dtype=np.float32))
+    nested = gs.Dict({"x": a, "y": gs.Tuple([gs.Discrete(3), gs.MultiDiscrete([2, 2])])})
+    assert sp.same_space(nested, gs.Dict({"x": a, "y": gs.Tuple([gs.Discrete(3), gs.MultiDiscrete([2, 2])])}))
+    assert not sp.same_space(nested, gs.Dict({"x": b, "y": nested["y"]}))
+    with pytest.raises(TypeError, match="Cannot compare space Text"):
+        sp.space_key(gs.Text(3))
+
+
+def test_plan_serves_agents_with_equal_repr_but_different_bounds_through_padding():
+    low = -np.arange(2000, dtype=np.float32)
+    other = low.copy()
+    other[1000] -= 1.0
+    observations = {"a": gs.Box(low, 1.0, dtype=np.float32), "b": gs.Box(other, 1.0, dtype=np.float32)}
+    plan = build_plan("fups", observations, {"a": gs.Discrete(2), "b": gs.Discrete(2)})
+    assert not plan.modules["shared"].plain  # one module, but not RLlib's plain one for a single space

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rllib_seps.cli import load_experiments, main, share
+from rllib_seps.cli.experiment_file import load_experiments, share
+from rllib_seps.cli.main import main
 from rllib_seps.options import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]

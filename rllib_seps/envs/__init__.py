@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 from pettingzoo import ParallelEnv
-import ray
 from ray.tune.registry import register_env
 
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
@@ -18,6 +17,7 @@ from rllib_seps.envs.bps_h import BPS_H_ENVIRONMENTS
 from rllib_seps.envs.crware import CRWARE_ENVIRONMENTS
 from rllib_seps.envs.lbf import LBF_ENVIRONMENTS
 from rllib_seps.envs.pettingzoo_envs import PETTINGZOO_ENVIRONMENTS
+from rllib_seps.rllib.internals import call_after_every_ray_init
 
 
 def _bps_preset(counts: tuple[int, ...]) -> Callable[..., ParallelEnv]:
@@ -55,8 +55,7 @@ def register_envs() -> None:
 
 
 register_envs()
-# Ray forgets registrations when its session ends; register again on every ray.init() of this
-# process (the hook Ray's own registry flushes through).
-ray._private.worker._post_init_hooks.append(register_envs)
+# Ray forgets registrations when its session ends: register again after every ray.init().
+call_after_every_ray_init(register_envs)
 
 __all__ = ["ENVIRONMENTS", "BlindParticleSpread", "SortedParallelEnv", "make_env", "register_envs"]

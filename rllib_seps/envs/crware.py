@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
-from rware.warehouse import _LAYER_SHELFS, RewardType, Warehouse
+from rware.warehouse import RewardType, Warehouse
 
 from rllib_seps.envs.bps import agent_names
 from rllib_seps.envs.typed import TypedParallelEnv
@@ -118,6 +118,7 @@ class ColouredWarehouse(TypedParallelEnv):
                                    for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(self.n_actions) for a in self.possible_agents}
         self.shelf_colours = np.zeros(0, dtype=np.int64)
+        self._last_raw: tuple = ()
         self._seed = seed
 
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -163,23 +164,30 @@ class ColouredWarehouse(TypedParallelEnv):
         return rewards
 
     def raw_observations(self, raw: tuple | None = None) -> np.ndarray:
-        """Unpermuted observations ``(n_agents, obs_dim)``: rware's vector plus shelf colours in view."""
+        """Unpermuted observations ``(n_agents, obs_dim)``: rware's vector plus shelf colours in view.
+
+        Args:
+            raw: rware's observations; None for those of the last reset or step.
+        """
         wh = self.warehouse
-        if raw is None:
-            raw = tuple(wh._make_obs(agent) for agent in wh.agents)
+        raw = self._last_raw if raw is None else raw
         base = np.stack(raw).astype(np.float32)
         if not self.observe_shelf_colours:
             return base
         r = wh.sensor_range
-        # Colour per cell (-1: no shelf or off the map), padded so every window is in range.
-        colour_of_id = np.concatenate([[-1], self.shelf_colours])
-        cell_colour = np.pad(colour_of_id[wh.grid[_LAYER_SHELFS]], r, constant_values=-1)
+        # Colour per cell (-1: no shelf or off the map), padded so every window is in range. Shelves
+        # are placed by their public positions (a carried shelf moves with its robot).
+        cells = np.full(wh.grid_size, -1, np.int64)
+        for shelf in wh.shelfs:
+            cells[shelf.y, shelf.x] = self.shelf_colours[shelf.id - 1]
+        cell_colour = np.pad(cells, r, constant_values=-1)
         windows = np.stack([cell_colour[a.y:a.y + 2 * r + 1, a.x:a.x + 2 * r + 1].reshape(-1)
                             for a in wh.agents])
         one_hot = (windows[:, :, None] == np.arange(self.n_colours)).reshape(len(wh.agents), -1)
         return np.concatenate([base, one_hot.astype(np.float32)], axis=1)
 
     def _observe(self, raw: tuple) -> dict[str, np.ndarray]:
+        self._last_raw = raw
         obs = self.raw_observations(raw)
         return {a: obs[i][self.obs_permutations[c]]
                 for i, (a, c) in enumerate(zip(self.possible_agents, self.colours.tolist()))}

@@ -52,6 +52,8 @@ def _check_trailing(x: np.ndarray, shape: tuple[int, ...], what: str) -> None:
 def _pad_trailing(x: np.ndarray, shape: tuple[int, ...], value: float = 0) -> np.ndarray:
     """Pads the last `len(shape)` axes of `x` at their ends up to `shape` with `value`."""
     lead = x.ndim - len(shape)
+    if x.shape[lead:] == tuple(shape):  # nothing to pad (the common case): no copy
+        return x
     widths = [(0, 0)] * lead + [(0, t - s) for s, t in zip(x.shape[lead:], shape)]
     return np.pad(x, widths, constant_values=value)
 
@@ -87,6 +89,35 @@ def _warn_if_degenerate(n: int) -> None:
             "information. Fix: pass the number of agents or types in the group (n >= 2).",
             stacklevel=3,
         )
+
+
+# --- Identity -----------------------------------------------------------------------------------
+def space_key(space: gs.Space) -> tuple:
+    """A hashable key that is equal for two spaces exactly when they are the same space.
+
+    `repr` shortens large bounds ("...") and gymnasium's `Box.__eq__` compares bounds with
+    `np.allclose`, so neither tells two spaces apart that differ in one bound; this key holds the
+    exact bytes. Raises TypeError for a space it does not know.
+    """
+    if isinstance(space, gs.Box):
+        return ("Box", space.shape, space.dtype.str, space.low.tobytes(), space.high.tobytes())
+    if isinstance(space, gs.Discrete):
+        return ("Discrete", int(space.n), int(space.start))
+    if isinstance(space, gs.MultiDiscrete):
+        return ("MultiDiscrete", space.nvec.shape, space.nvec.tobytes(), space.start.tobytes())
+    if isinstance(space, gs.MultiBinary):
+        return ("MultiBinary", tuple(np.atleast_1d(space.n).tolist()))
+    if isinstance(space, gs.Dict):
+        return ("Dict", tuple((key, space_key(sub)) for key, sub in space.spaces.items()))
+    if isinstance(space, gs.Tuple):
+        return ("Tuple", tuple(space_key(sub) for sub in space.spaces))
+    raise TypeError(f"Cannot compare space {space!r} ({type(space).__name__}); supported: Box, "
+                    "Discrete, MultiDiscrete, MultiBinary, Dict and Tuple of these.")
+
+
+def same_space(a: gs.Space, b: gs.Space) -> bool:
+    """True if `a` and `b` are exactly the same space (see :func:`space_key`)."""
+    return space_key(a) == space_key(b)
 
 
 # --- Flattening ------------------------------------------------------------------------------

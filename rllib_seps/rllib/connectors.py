@@ -1,26 +1,26 @@
-"""ConnectorV2 pieces that put agents with different spaces through one padded module.
+"""ConnectorV2 pieces that put agents with different spaces through one shared module.
 
-- :class:`PadObservations` (env-to-module): for every agent of a padded module, pads its
-  observation into the module's space, appends its indicator, action mask and (AdaPS) cluster,
-  and emits the module's input (one float32 vector, or a Dict for images: see
-  :attr:`rllib_seps.specs.ModulePlan.observation_space`). It writes back into the episodes, so
-  learners see the same observations, and declares each agent's new space, so RLlib sees every
-  agent of a module with the module's space.
+- :class:`PadObservations` (env-to-module): for every agent of a shared module, packs its
+  observation into the module's input with the module's
+  :class:`rllib_seps.sharing.layout.InputLayout` (padded, indicated observation, action mask and,
+  for AdaPS, cluster). It writes back into the episodes, so learners see the same observations,
+  and declares each agent's new space, so RLlib sees every agent of a module with the module's
+  space.
 - :class:`UnpadActions` (module-to-env): turns each agent's padded action back into one of its
-  own space (:func:`rllib_seps.spaces.unpad_action`), raising, never remapping, on an action the
+  own space (:func:`rllib_seps.sharing.spaces.unpad_action`), raising, never remapping, on an action the
   agent does not have. Episodes keep the padded action (the learner's log-probabilities need it);
   only the copy sent to the environment (``Columns.ACTIONS_FOR_ENV``) is unpadded.
 
-Both are thin adapters over :mod:`rllib_seps.spaces`. Agents that share a module and have the same
-own space form a group, which is transformed with one batched call per step, not one per agent.
+Both are thin adapters over :mod:`rllib_seps.sharing`. Agents that share a module and have the
+same own space form a group, which is transformed with one batched call per step, not one per
+agent.
 Agents of plain modules pass through unchanged.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -33,8 +33,9 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.spaces.space_utils import batch as stack_structs
 from ray.rllib.utils.spaces.space_utils import clip_action, get_base_struct_from_space, unsquash_action
 
-from rllib_seps import spaces as sp
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, AgentPlan, SharingPlan
+from rllib_seps.sharing import spaces as sp
+from rllib_seps.sharing.layout import Codes
+from rllib_seps.sharing.plan import SharingPlan
 
 
 def _check_own_spaces(plan: SharingPlan, spaces: gym.Space | None, kind: str) -> None:
@@ -47,82 +48,21 @@ def _check_own_spaces(plan: SharingPlan, spaces: gym.Space | None, kind: str) ->
                              f"(which has {list(plan.agents)}). Fix: build the plan from this "
                              "environment's possible_agents.")
         own = getattr(plan.agents[agent], f"{kind}_space")
-        if space != own:
+        if not sp.same_space(space, own):
             raise ValueError(f"Agent {agent!r} has {kind} space {space!r} in the environment but "
                              f"{own!r} in the sharing plan. Fix: rebuild the plan (and config) "
                              "from this environment.")
 
 
-_MAX_CACHED_TAILS = 256
-
-
-@dataclass
-class _ObsGroup:
-    """Agents of one padded module with one own observation space.
-
-    Attributes:
-        own: The agents' own observation space.
-        padded: The module's padded observation space (before indication).
-        method: Indication method, or None.
-        n: Number of indicator values.
-        image: True for (H, W, C) images (Dict output), False for vectors (flat output).
-        indicator: Indicator value of each agent.
-        tail: Vectors only: each agent's constant float32 tail, appended to its padded
-            observation: ``[indicator code, action mask, cluster index (AdaPS)]``.
-        tails: Stacked tails per tuple of agents that stepped together (a bounded cache).
-    """
-
-    own: gym.Space
-    padded: gym.spaces.Box
-    method: str | None
-    n: int
-    image: bool
-    indicator: dict[str, int] = field(default_factory=dict)
-    tail: dict[str, np.ndarray] = field(default_factory=dict)
-    tails: dict[tuple, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def identity(self) -> bool:
-        """True if padding is only a cast (a Box of the padded shape): pad_observation is skipped."""
-        return isinstance(self.own, gym.spaces.Box) and self.own.shape == self.padded.shape
-
-    def _tails(self, agents: tuple[str, ...]) -> np.ndarray:
-        """`(len(agents), tail size)`, computed once per set of agents."""
-        if agents not in self.tails:
-            if len(self.tails) >= _MAX_CACHED_TAILS:  # agents come and go: keep the cache bounded
-                self.tails.clear()
-            self.tails[agents] = np.stack([self.tail[a] for a in agents])
-        return self.tails[agents]
-
-    def transform(self, observations: list[Any], agents: tuple[str, ...]) -> np.ndarray:
-        """`(len(agents), *module obs shape)`: padded, then indicated, in one batched call each;
-        vectors get each agent's tail."""
-        if isinstance(self.own, (gym.spaces.Dict, gym.spaces.Tuple)):
-            stacked = stack_structs(observations)  # leaf by leaf
-        else:
-            stacked = np.array(observations)
-        if self.identity and stacked.shape[1:] == self.padded.shape:
-            x = stacked
-        else:
-            x = sp.pad_observation(stacked, self.own, self.padded)
-        if self.image:
-            x = x.astype(self.padded.dtype, copy=False)
-            if self.method is None:
-                return x
-            index = np.array([self.indicator[a] for a in agents], np.int64)
-            return sp.indicate_image(x, self.padded, index, self.method, self.n)
-        x = x.reshape(len(x), -1).astype(np.float32, copy=False)
-        return np.concatenate([x, self._tails(agents)], axis=-1)
+_MAX_CACHED_CODES = 256
 
 
 class PadObservations(MultiAgentObservationPreprocessor):
-    """Env-to-module piece: padded, indicated observations plus action masks per agent.
+    """Env-to-module piece: each agent of a shared module gets its module's input.
 
-    For an agent of a padded module the new observation holds its padded (and indicated)
-    observation, its float32 mask over the module's logits (or Box dimensions) and, for AdaPS,
-    its cluster index: for vectors one float32 vector ``[observation, indicator code, mask,
-    cluster]``, for images ``{"observations", "action_mask", "cluster"}``. It lies in
-    ``plan.modules[module].observation_space``. Agents of plain modules keep theirs.
+    The input (padded, indicated observation, action mask and, for AdaPS, cluster) is packed by
+    the module's :class:`rllib_seps.sharing.layout.InputLayout` and lies in its
+    ``layout.space``. Agents of plain modules keep their observations.
 
     Args:
         input_observation_space: Dict of every agent's own observation space.
@@ -134,51 +74,23 @@ class PadObservations(MultiAgentObservationPreprocessor):
                  input_action_space: gym.Space | None = None, *, plan: SharingPlan, **kwargs) -> None:
         # Set before super().__init__, which computes the output space.
         self.plan = plan
-        self._groups: dict[tuple[str, str], _ObsGroup] = {}
-        self._group_of: dict[str, tuple[str, str]] = {}
-        self._extras: dict[str, dict[str, np.ndarray]] = {}  # image modules: mask, cluster
-        self._out_shape: dict[str, tuple[int, ...]] = {}  # vector modules: the flat input's shape
-        self._ambiguous: set[str] = set()
+        # Agents of one module with one own observation space are packed in one call.
+        self._group_of: dict[Any, tuple[str, tuple]] = {}
+        self._own_space: dict[tuple[str, tuple], gym.Space] = {}
         for agent, agent_plan in plan.agents.items():
-            if not plan.modules[agent_plan.module_id].plain:
-                self._add_agent(agent, agent_plan)
+            if agent_plan.code is not None:
+                key = (agent_plan.module_id, sp.space_key(agent_plan.observation_space))
+                self._group_of[agent] = key
+                self._own_space[key] = agent_plan.observation_space
+        self._codes: dict[tuple, Codes] = {}
+        # Per ongoing episode and agent: the timestep of the newest observation packed.
+        self._packed_t: dict[str, dict[Any, int]] = {}
         super().__init__(input_observation_space, input_action_space, **kwargs)
-
-    def _add_agent(self, agent: str, agent_plan: AgentPlan) -> None:
-        """Puts a padded agent in its group and computes its constant parts (code, mask, cluster)."""
-        module = self.plan.modules[agent_plan.module_id]
-        own = agent_plan.observation_space
-        key = (agent_plan.module_id, repr(own))
-        if key not in self._groups:
-            self._groups[key] = _ObsGroup(own, module.padded_observation_space, module.indication,
-                                          module.n_indicators, module.image)
-        group = self._groups[key]
-        self._group_of[agent] = key
-        if module.indication is not None:
-            group.indicator[agent] = int(agent_plan.indicator)
-        mask = sp.action_mask(agent_plan.action_space, module.action_space).astype(np.float32)
-        cluster = [agent_plan.cluster] if module.n_clusters else []
-        if group.image:
-            # Computed once and shared by every step; read-only, as episodes keep references.
-            extras = {MASK_KEY: mask}
-            if cluster:
-                extras[CLUSTER_KEY] = np.array(cluster[0], dtype=np.int64)
-            for value in extras.values():
-                value.flags.writeable = False
-            self._extras[agent] = extras
-            if isinstance(own, gym.spaces.Dict) and set(own.spaces) == {OBS_KEY, *extras}:
-                self._ambiguous.add(agent)
-        else:
-            code = (sp.indicate(np.zeros((1, 0), np.float32), np.array([group.indicator[agent]]),
-                                module.indication, module.n_indicators)[0]
-                    if module.indication is not None else np.zeros(0, np.float32))
-            group.tail[agent] = np.concatenate([code, mask, cluster]).astype(np.float32)
-            self._out_shape[agent] = module.observation_space.shape
 
     @override(MultiAgentObservationPreprocessor)
     def recompute_output_observation_space(self, input_observation_space: gym.Space,
                                            input_action_space: gym.Space) -> gym.Space:
-        """Dict of each agent's new space: its module's Dict space, or its own if plain.
+        """Dict of each agent's new space: its module's input space, or its own if plain.
 
         Raises:
             ValueError: If an agent is not in the plan or its own space differs from the plan's.
@@ -192,78 +104,70 @@ class PadObservations(MultiAgentObservationPreprocessor):
             for agent, space in input_observation_space.spaces.items()
         })
 
+    def _codes_of(self, key: tuple[str, tuple], agents: tuple) -> Codes:
+        """The stacked codes of agents that stepped together, computed once per set of agents."""
+        cache_key = (key, agents)
+        if cache_key not in self._codes:
+            if len(self._codes) >= _MAX_CACHED_CODES:  # agents come and go: keep the cache bounded
+                self._codes.clear()
+            layout = self.plan.modules[key[0]].layout
+            self._codes[cache_key] = layout.codes([self.plan.agents[a].code for a in agents])
+        return self._codes[cache_key]
+
     @override(MultiAgentObservationPreprocessor)
     def preprocess(self, observations: dict, episode: Any) -> dict:
-        """New observations of the given agents (one batched transform per group)."""
+        """New observations of the given agents (one batched pack per group)."""
         out = dict(observations)
-        members: dict[tuple[str, str], list[str]] = defaultdict(list)
+        members: dict[tuple[str, tuple], list] = defaultdict(list)
         for agent in observations:
             key = self._group_of.get(agent)
             if key is not None:
                 members[key].append(agent)
         for key, agents in members.items():
             agents = tuple(agents)
-            rows = self._groups[key].transform([observations[a] for a in agents], agents)
-            if self._groups[key].image:
-                for agent, row in zip(agents, rows):
-                    out[agent] = {OBS_KEY: row, **self._extras[agent]}
+            own = self._own_space[key]
+            rows = [observations[a] for a in agents]
+            stacked = stack_structs(rows) if isinstance(own, (gym.spaces.Dict, gym.spaces.Tuple)) else np.array(rows)
+            packed = self.plan.modules[key[0]].layout.pack(stacked, own, self._codes_of(key, agents))
+            if isinstance(packed, dict):  # images: one Dict per agent
+                out.update((a, {k: v[i] for k, v in packed.items()}) for i, a in enumerate(agents))
             else:
-                out.update(zip(agents, rows))
+                out.update(zip(agents, packed))
         return out
-
-    def _is_new(self, agent: str, observation: Any) -> bool:
-        """False if `observation` is one this connector produced.
-
-        Vector modules: ours are float32 vectors of the module's size, which is larger than any
-        own observation of the group (the tail holds at least the action mask), so the shape
-        tells. Image modules: ours carry the agent's constant mask array itself; copies of ours
-        (an episode chunk's lookback after a cut) are recognised by their keys, unless the
-        agent's own space is a Dict with exactly these keys.
-        """
-        shape = self._out_shape.get(agent)
-        if shape is not None:
-            return not (isinstance(observation, np.ndarray) and observation.shape == shape
-                        and observation.dtype == np.float32)
-        if not isinstance(observation, dict):
-            return True
-        extras = self._extras[agent]
-        if observation.get(MASK_KEY) is extras[MASK_KEY]:
-            return False
-        return agent in self._ambiguous or observation.keys() != extras.keys() | {OBS_KEY}
 
     @override(MultiAgentObservationPreprocessor)
     def __call__(self, *, rl_module: Any, batch: dict, episodes: list, explore: bool | None = None,
                  persistent_data: dict | None = None, **kwargs) -> Any:
-        """Transforms the newest observation of every padded agent that has not been transformed.
+        """Packs the newest observation of every agent of a shared module that has not been packed.
 
         Same effect as the parent's, which asks each episode for the agents that stepped last
-        (``get_observations(-1)``, the slowest part of this piece): an agent that did not step
-        still holds the observation transformed earlier, recognised by :meth:`_is_new`, so looking
-        at each agent's newest observation is enough.
+        (``get_observations(-1)``, the slowest part of this piece). Instead each agent's newest
+        observation is packed when its timestep is newer than the one packed last (kept per
+        ongoing episode: a chunk cut from an episode keeps its id and its packed lookback).
         """
+        packed_t = {}
         for episode in episodes:
-            new = {}
+            done = self._packed_t.get(episode.id_, {})
+            new, steps = {}, {}
             for agent, sa_episode in episode.agent_episodes.items():
-                if agent in self._group_of:
-                    observation = sa_episode.get_observations(-1)
-                    if self._is_new(agent, observation):
-                        new[agent] = observation
+                if agent in self._group_of and done.get(agent) != sa_episode.t:
+                    new[agent] = sa_episode.get_observations(-1)
+                    steps[agent] = sa_episode.t
             if new:
                 for agent, observation in self.preprocess(new, episode).items():
                     episode.agent_episodes[agent].set_observations(at_indices=-1, new_data=observation)
+            packed_t[episode.id_] = {**done, **steps}
             episode.observation_space = self.observation_space
+        self._packed_t = packed_t  # only ongoing episodes: finished ones are forgotten
         return batch
 
 
-@dataclass
-class _ActionGroup:
-    """Agents of one padded module with one own action space."""
+class _ActionGroup(NamedTuple):
+    """Agents of one shared module with one own action space."""
 
     module_id: str
     own: gym.Space
     padded: gym.Space
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
 
 
 class UnpadActions(ConnectorV2):
@@ -279,7 +183,7 @@ class UnpadActions(ConnectorV2):
     ``normalize_actions`` (where bounded). They are then always clipped to the agent's own bounds,
     so the environment never receives an action outside its space. This piece does the job of
     ``NormalizeAndClipActions`` for every agent (plain ones too), which runs after it and would
-    overwrite the unpadded actions: :func:`rllib_seps.configure.apply_plan` therefore turns
+    overwrite the unpadded actions: :func:`rllib_seps.rllib.configure.apply_plan` therefore turns
     RLlib's ``normalize_actions`` and ``clip_actions`` off and passes their values here.
 
     Args:
@@ -296,27 +200,20 @@ class UnpadActions(ConnectorV2):
         self.plan = plan
         self.normalize_actions = bool(normalize_actions)
         self.clip_actions = bool(clip_actions)
-        self._groups: dict[tuple[str, str], _ActionGroup] = {}
-        self._group_of: dict[str, tuple[str, str]] = {}
+        self._groups: dict[tuple[str, tuple], _ActionGroup] = {}
+        self._group_of: dict[Any, tuple[str, tuple]] = {}
         self._plain_structs: dict[str, Any] = {}
         for agent, agent_plan in plan.agents.items():
             module = plan.modules[agent_plan.module_id]
             if module.plain:
                 continue
-            key = (agent_plan.module_id, repr(agent_plan.action_space))
+            key = (agent_plan.module_id, sp.space_key(agent_plan.action_space))
             if key not in self._groups:
-                self._groups[key] = self._action_group(agent_plan.module_id, agent_plan.action_space,
-                                                       module.action_space)
+                sp.action_mask(agent_plan.action_space, module.action_space)  # raises if it does not fit
+                self._groups[key] = _ActionGroup(agent_plan.module_id, agent_plan.action_space,
+                                                 module.action_space)
             self._group_of[agent] = key
         super().__init__(input_observation_space, input_action_space, **kwargs)
-
-    def _action_group(self, module_id: str, own: gym.Space, padded: gym.Space) -> _ActionGroup:
-        group = _ActionGroup(module_id, own, padded)
-        if isinstance(own, gym.spaces.Box):
-            sp.action_mask(own, padded)  # raises if own does not fit padded
-            group.low = own.low.astype(np.float64)
-            group.high = own.high.astype(np.float64)
-        return group
 
     @override(ConnectorV2)
     def recompute_output_action_space(self, input_observation_space: gym.Space,
@@ -326,15 +223,12 @@ class UnpadActions(ConnectorV2):
         return input_action_space
 
     def _env_box_actions(self, group: _ActionGroup, actions: np.ndarray) -> np.ndarray:
-        """Box actions `(B, D_padded)`: own dimensions unsquashed (if set) and clipped."""
-        d = group.own.shape[0]
-        own = actions[:, :d].astype(np.float64)
-        if self.normalize_actions and np.issubdtype(group.own.dtype, np.floating):
-            bounded = np.isfinite(group.low) & np.isfinite(group.high)
-            if np.all(bounded):  # as RLlib: only spaces bounded in every dimension
-                own = group.low + (own + 1.0) * (group.high - group.low) / 2.0
+        """Box actions `(B, D_padded)`: the agent's own dimensions unsquashed (if
+        ``normalize_actions``) and always clipped to its bounds, with RLlib's functions."""
         out = np.array(actions, dtype=np.float64, copy=True)
-        out[:, :d] = np.clip(own, group.low, group.high)
+        d = group.own.shape[0]
+        own = unsquash_action(out[:, :d], group.own) if self.normalize_actions else out[:, :d]
+        out[:, :d] = clip_action(own, group.own)
         return out
 
     def _plain_action(self, action: Any, agent: Any) -> Any:
@@ -374,7 +268,7 @@ class UnpadActions(ConnectorV2):
         if not actions:
             return batch
         for_env: dict = {}
-        members: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+        members: dict[tuple[str, tuple], list[tuple]] = defaultdict(list)
         for key, items in actions.items():
             group = self._group_of.get(key[1])
             if group is None:

@@ -5,7 +5,7 @@ agents and gives each cluster of agents its own sub-network: a fixed, randomly i
 never-trained *mapping network* turns each cluster centre into activation probabilities through
 a sigmoid, and units whose probability is below the drop threshold lambda are switched off for
 that cluster. Everything here is pure numpy (no Ray, no torch), so masks can be computed and
-inspected without building a module; :class:`rllib_seps.modules.MaskableMLP` holds them as
+inspected without building a module; :class:`rllib_seps.rllib.modules.MaskableMLP` holds them as
 buffers and applies them.
 
 Design (the paper leaves these details open; they are chosen here and fixed by the seed):
@@ -55,7 +55,7 @@ CENTRES_KEY = "adaps_centres"
 DROP_THRESHOLD_KEY = "adaps_drop_threshold"
 MASKED_LAYERS_KEY = "adaps_masked_layers"
 SEED_KEY = "adaps_seed"
-N_CLUSTERS_KEY = "adaps_n_clusters"  # the module's number of clusters, set by padded_module_spec
+MODEL_CONFIG_KEYS = (CENTRES_KEY, DROP_THRESHOLD_KEY, MASKED_LAYERS_KEY, SEED_KEY)
 
 MaskedLayers = Literal["all"] | Sequence[int]
 

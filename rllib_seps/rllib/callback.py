@@ -26,12 +26,12 @@ from typing import Any
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
-from rllib_seps.configure import check_algorithm, env_creator_of, env_spaces, module_specs
-from rllib_seps.mapping import AgentToModuleMapping
+from rllib_seps.rllib.configure import check_algorithm, env_creator_of, env_spaces, module_specs
+from rllib_seps.sharing.mapping import AgentToModuleMapping
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining import run_pretraining
-from rllib_seps.report import format_report, write_report
-from rllib_seps.specs import build_plan
+from rllib_seps.pretraining.pipeline import run_pretraining
+from rllib_seps.pretraining.report import format_report, write_report
+from rllib_seps.sharing.plan import build_plan
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ RESULT_KEY = "seps"
 
 
 def _install_mapping(env_runner: Any, mapping: AgentToModuleMapping, modules: list[str]) -> None:
-    """Points a (restarted) EnvRunner's config at the cluster modules and mapping."""
-    env_runner.config._is_frozen = False
-    env_runner.config.multi_agent(policies=set(modules), policy_mapping_fn=mapping,
-                                  policies_to_train=modules)
-    env_runner.config.freeze()
+    """Points a (restarted) EnvRunner's config at the cluster modules and mapping (a new config:
+    the EnvRunner's own is frozen)."""
+    config = env_runner.config.copy(copy_frozen=False)
+    config.multi_agent(policies=set(modules), policy_mapping_fn=mapping, policies_to_train=modules)
+    config.freeze()
+    env_runner.config = config
 
 
 class SePSCallback(RLlibCallback):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rllib_seps.adaps import format_mask_report
-from rllib_seps.pretraining import PretrainingResult
+from rllib_seps.sharing.adaps import format_mask_report
+from rllib_seps.pretraining.pipeline import PretrainingResult
 
 REPORT_JSON = "seps_report.json"
 EMBEDDINGS_PNG = "seps_embeddings.png"

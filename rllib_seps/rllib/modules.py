@@ -1,8 +1,10 @@
 """The torch RLModule that one group of agents with different spaces shares.
 
-A padded module (see :mod:`rllib_seps.specs`) reads a Dict observation built by
-:class:`rllib_seps.connectors.PadObservations`: ``"observations"`` (padded, possibly indicated),
-``"action_mask"`` (1 for the agent's own actions, 0 for padding) and, for AdaPS, ``"cluster"``.
+A shared module reads the input its :class:`rllib_seps.sharing.layout.InputLayout` describes and
+:class:`rllib_seps.rllib.connectors.PadObservations` packs: for vectors one float32 vector
+``[observation (indicated), action mask, cluster (AdaPS)]``, for images a Dict
+``{"observations", "action_mask", ["cluster"]}``. The layout travels in the module's
+model_config (:data:`LAYOUT_KEY`), so connector and module take the input apart the same way.
 :class:`SharedActorCriticModule` serves PPO and IMPALA (``ValueFunctionAPI``) and APPO
 (``TargetNetworkAPI``). Every forward pass (inference, exploration, training, target) masks the
 action distribution inputs in one place, :meth:`SharedActorCriticModule._policy_inputs`:
@@ -14,14 +16,15 @@ action distribution inputs in one place, :meth:`SharedActorCriticModule._policy_
   (mean and log-std multiplied by the mask): they depend on no parameter, so they cancel out of
   PPO's probability ratio and KL and receive no gradient. The connector slices them away.
 
-Network input sizes come from the module's spaces: the MLP input is the flattened size of
-``"observations"``; an (H, W, C) image gets a CNN in front of the MLP, its flat size found by a
-dummy forward pass.
+Network input sizes come from the layout: the MLP input is the size of the indicated
+observation; an (H, W, C) image gets a CNN in front of the MLP, its flat size found by a dummy
+forward pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -48,8 +51,11 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
-from rllib_seps.adaps import N_CLUSTERS_KEY, masks_for_module
-from rllib_seps.specs import CLUSTER_KEY, MASK_KEY, OBS_KEY, ModulePlan, mask_size, split_input
+from rllib_seps.sharing import adaps
+from rllib_seps.sharing.adaps import masks_for_module
+from rllib_seps.sharing.layout import InputLayout
+from rllib_seps.sharing.plan import ModulePlan
+from rllib_seps.sharing.spaces import same_space
 
 _RLLIB_DEFAULTS = DefaultModelConfig()
 DEFAULT_HIDDENS = tuple(_RLLIB_DEFAULTS.fcnet_hiddens)
@@ -62,29 +68,69 @@ DEFAULT_CONV_FILTERS = ((16, 4, 2), (32, 4, 2))
 small enough for 32x32 to 84x84 images."""
 
 
+LAYOUT_KEY = "seps_input_layout"
+"""model_config key of a shared module's :class:`InputLayout` (set by :func:`padded_module_spec`)."""
+MODEL_CONFIG_KEYS = ("fcnet_hiddens", "fcnet_activation", "conv_filters", "conv_activation",
+                     "vf_share_layers", LAYOUT_KEY, *adaps.MODEL_CONFIG_KEYS)
+"""The model_config keys :class:`SharedActorCriticModule` reads."""
+
+
+def _rllib_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+_RLLIB_MODEL_DEFAULTS = {f.name: _rllib_default(f) for f in dataclasses.fields(DefaultModelConfig)}
+
+
+def check_model_config(model_config: dict) -> None:
+    """Raises ValueError for a model_config that :class:`SharedActorCriticModule` would not honour.
+
+    RLlib's own keys are accepted at their defaults (RLlib merges them into every module's
+    config); any other value of a key the module does not read is refused by name, and so is a key
+    RLlib does not know (a typo).
+    """
+    for key, value in model_config.items():
+        if key in MODEL_CONFIG_KEYS:
+            continue
+        if key not in _RLLIB_MODEL_DEFAULTS:
+            close = difflib.get_close_matches(str(key), [*MODEL_CONFIG_KEYS, *_RLLIB_MODEL_DEFAULTS], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown model_config key {key!r}.{hint}")
+        if value != _RLLIB_MODEL_DEFAULTS[key] and value is not None:
+            raise ValueError(
+                f"model_config {key}={value!r} is not supported by the shared module that serves "
+                f"agents with padding, indication or AdaPS masks (SharedActorCriticModule), which "
+                f"reads only {', '.join(k for k in MODEL_CONFIG_KEYS if k != LAYOUT_KEY)}. Fix: "
+                f"remove {key!r}, or use a strategy and clusters whose agents need no padding.")
+
+
 def padded_module_spec(module_plan: ModulePlan, model_config: dict) -> RLModuleSpec:
-    """The spec of a padded (non-plain) module of a sharing plan.
+    """The spec of a shared (non-plain) module of a sharing plan.
 
     Args:
-        module_plan: The module's plan; its ``observation_space`` (what the connector emits) and
-            ``action_space`` (padded) become the module's spaces, and its ``n_clusters`` (AdaPS)
-            joins the model_config.
+        module_plan: The module's plan; its layout's space (what the connector emits) and
+            padded action space become the module's spaces, and the layout joins the model_config.
         model_config: ``fcnet_hiddens`` (default RLlib's, [256, 256]), ``fcnet_activation``
             (default RLlib's, "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride],
             default [[16, 4, 2], [32, 4, 2]]), ``conv_activation`` (default "relu"),
-            ``vf_share_layers`` (default False: the critic has its own body).
+            ``vf_share_layers`` (default False: the critic has its own body), and the ``adaps_*``
+            keys of :func:`rllib_seps.sharing.adaps.adaps_model_config`.
 
     Returns:
         An ``RLModuleSpec`` of :class:`SharedActorCriticModule`.
+
+    Raises:
+        ValueError: For a model_config key the module would not honour (see
+            :func:`check_model_config`).
     """
-    config = dict(model_config)
-    if module_plan.n_clusters:
-        config[N_CLUSTERS_KEY] = module_plan.n_clusters  # AdaPS: how many masks to build
+    check_model_config(model_config)
     return RLModuleSpec(
         module_class=SharedActorCriticModule,
         observation_space=module_plan.observation_space,
         action_space=module_plan.action_space,
-        model_config=config,
+        model_config={**model_config, LAYOUT_KEY: module_plan.layout},
     )
 
 
@@ -279,24 +325,22 @@ def _action_dist_cls(space: gym.Space) -> type:
 class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, TargetNetworkAPI):
     """Actor-critic shared by agents whose spaces were padded to the module's spaces.
 
-    Observation space (see :attr:`rllib_seps.specs.ModulePlan.observation_space`): a float32
-    vector ``[observation, action mask, cluster index (AdaPS)]``, or for images a Dict
-    {"observations": (H, W, C) Box, "action_mask": Box(0, 1, (n,)), optionally "cluster"}. The
-    mask has one entry per logit (Discrete, MultiDiscrete) or dimension (1-D Box actions).
+    Observation space: ``model_config[LAYOUT_KEY].space`` (see
+    :class:`rllib_seps.sharing.layout.InputLayout`). The action mask has one entry per logit
+    (Discrete, MultiDiscrete) or dimension (1-D Box actions).
 
     Layout: an actor body (CNN for images, then MLP) and a policy head; the critic has its own
     body unless ``vf_share_layers`` is set (PPO's default is separate: under parameter sharing
     the value of one agent type must not pull the shared policy features), then a value head.
     EnvRunners build it ``inference_only`` (no critic, no target networks).
 
-    AdaPS (``model_config["adaps_n_clusters"]`` = K, set by :func:`padded_module_spec`): every
+    AdaPS (a layout with K = ``n_clusters`` > 0): every
     hidden layer chosen by ``model_config["adaps_masked_layers"]`` gets one fixed bool mask per
-    cluster (buffers, see :class:`MaskableMLP`), built by :func:`rllib_seps.adaps.masks_for_module`
+    cluster (buffers, see :class:`MaskableMLP`), built by :func:`rllib_seps.sharing.adaps.masks_for_module`
     from the ``adaps_*`` model_config entries; the critic body gets the same masks as the actor body.
 
     Raises (on construction):
-        ValueError: The observation space does not have this layout, or the mask size does not
-            match the action space.
+        ValueError: No layout in the model_config, or spaces other than the layout's.
         TypeError: An action space other than Discrete, MultiDiscrete or 1-D Box.
     """
 
@@ -309,8 +353,18 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
                             f"action spaces, got {actions!r}. Fix: give these agents RLlib's default module.")
         config = self.model_config
         config = dict(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config or {})
-        self.n_mask, self.n_clusters = mask_size(actions), int(config.get(N_CLUSTERS_KEY, 0))
-        obs_space = self._observation_part(space)
+        layout = config.get(LAYOUT_KEY)
+        if not isinstance(layout, InputLayout):
+            raise ValueError("SharedActorCriticModule needs the InputLayout of its input in "
+                             f"model_config[{LAYOUT_KEY!r}]. Fix: build its spec with padded_module_spec().")
+        if not (same_space(space, layout.space) and same_space(actions, layout.action_space)):
+            raise ValueError(f"SharedActorCriticModule got spaces {space!r} / {actions!r}, but its layout "
+                             f"has {layout.space!r} / {layout.action_space!r}. Fix: build its spec with "
+                             "padded_module_spec().")
+        check_model_config(config)
+        self.layout = layout
+        self.n_mask, self.n_clusters = layout.mask_size, layout.n_clusters
+        obs_space = layout.indicated_space
         self.is_box = isinstance(actions, gym.spaces.Box)
         self.actor_body = Body(obs_space, config)
         width = self.actor_body.out_size
@@ -322,7 +376,7 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
         self.vf = nn.Linear(width if self.critic_body is None else self.critic_body.out_size, 1)
         self.action_dist_cls = _action_dist_cls(actions)
         if self.n_clusters:
-            # AdaPS: one fixed mask per cluster (rllib_seps.adaps), the same over the actor's and
+            # AdaPS: one fixed mask per cluster (rllib_seps.sharing.adaps), the same over the actor's and
             # the critic's hidden units, so a cluster's policy and value use one sub-network.
             widths = [layer.out_features for layer in self.actor_body.mlp.layers]
             masks = masks_for_module(config, self.n_clusters, widths)
@@ -330,33 +384,9 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
                 if body is not None:
                     body.mlp.set_cluster_masks(masks)
 
-    def _observation_part(self, space: gym.Space) -> gym.spaces.Box:
-        """The space of the observation inside the module's input; raises ValueError if the input
-        does not have the layout of :attr:`rllib_seps.specs.ModulePlan.observation_space`."""
-        fix = ("Fix: build its spec with padded_module_spec() and let "
-               "rllib_seps.connectors.PadObservations produce its observations.")
-        cluster = f" and {CLUSTER_KEY!r}" if self.n_clusters else ""
-        if isinstance(space, gym.spaces.Dict):
-            if not {OBS_KEY, MASK_KEY} <= set(space.spaces) or (CLUSTER_KEY in space.spaces) != bool(cluster):
-                raise ValueError(f"SharedActorCriticModule with {self.n_clusters} AdaPS clusters needs a "
-                                 f"Dict observation space with keys {OBS_KEY!r}, {MASK_KEY!r}{cluster}, "
-                                 f"got {space!r}. {fix}")
-            if space[MASK_KEY].shape != (self.n_mask,):
-                raise ValueError(f"Action mask of shape {space[MASK_KEY].shape} does not fit action space "
-                                 f"{self.action_space!r}, which needs ({self.n_mask},).")
-            return space[OBS_KEY]
-        tail = self.n_mask + (1 if self.n_clusters else 0)
-        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1 or space.shape[0] <= tail:
-            raise ValueError(f"SharedActorCriticModule needs a 1-D Box observation space of more than "
-                             f"{tail} entries (observation, then {self.n_mask} action-mask entries for "
-                             f"{self.action_space!r}{' and the cluster index' if cluster else ''}), or a "
-                             f"Dict for images; got {space!r}. {fix}")
-        n_obs = space.shape[0] - tail
-        return gym.spaces.Box(space.low[:n_obs], space.high[:n_obs], dtype=np.float32)
-
     def _parts(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(observation, action mask, cluster index or None) of a batch of module inputs."""
-        return split_input(obs, self.n_mask, self.n_clusters)
+        return self.layout.unpack(obs)
 
     def _policy_inputs(self, body: Body, head: nn.Module, obs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked action distribution inputs `(B, n)` and the body's features; every forward

@@ -15,11 +15,11 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from rllib_seps.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
+from rllib_seps.sharing.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
 from rllib_seps.options import MULTI_AGENT_ALGORITHMS, SePSOptions
-from rllib_seps.pretraining import PretrainingResult, run_pretraining
-from rllib_seps.rollouts import EnvCreator, make_env
-from rllib_seps.specs import SharingPlan, build_plan
+from rllib_seps.pretraining.pipeline import PretrainingResult, run_pretraining
+from rllib_seps.pretraining.rollouts import EnvCreator, make_env
+from rllib_seps.sharing.plan import SharingPlan, build_plan
 
 
 
@@ -39,13 +39,13 @@ def env_creator_of(config: AlgorithmConfig) -> EnvCreator:
     """The creator RLlib would use for ``config.env`` (a registered name or a class)."""
     env = config.env
     if isinstance(env, str):
-        from ray.tune.registry import ENV_CREATOR, _global_registry
-
         from rllib_seps.envs import ENVIRONMENTS
         from rllib_seps.envs.adapter import rllib_creator
+        from rllib_seps.rllib.internals import registered_env_creator
 
-        if _global_registry.contains(ENV_CREATOR, env):
-            return _global_registry.get(ENV_CREATOR, env)
+        creator = registered_env_creator(env)
+        if creator is not None:
+            return creator
         if env in ENVIRONMENTS:  # ours, also between ray.shutdown() and the next ray.init()
             return rllib_creator(ENVIRONMENTS[env])
         if env in gym.registry:  # a gymnasium id: RLlib would gym.make it (single-agent)
@@ -71,7 +71,7 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
     """One ``RLModuleSpec`` per module of the plan, with explicit spaces.
 
     Plain modules leave ``module_class`` empty so that RLlib fills in the algorithm's default;
-    padded modules use :class:`rllib_seps.modules.SharedActorCriticModule`. An AdaPS module's
+    shared modules use :class:`rllib_seps.rllib.modules.SharedActorCriticModule`. An AdaPS module's
     cluster centres (from the plan) join its model_config, where the module finds them.
     """
     specs = {}
@@ -81,7 +81,7 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
                                             action_space=module.action_space,
                                             model_config=dict(model_config or {}) or None)
         else:
-            from rllib_seps.modules import padded_module_spec
+            from rllib_seps.rllib.modules import padded_module_spec
 
             own_config = dict(model_config or {})
             if module.cluster_centres:
@@ -91,13 +91,22 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
 
 
 def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> AlgorithmConfig:
-    """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``."""
+    """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``.
+
+    Raises:
+        ValueError: If the config's model_config has settings a shared module would not honour.
+    """
     config = config.copy(copy_frozen=False)
+    if plan.needs_connectors:
+        from rllib_seps.rllib.modules import check_model_config
+
+        # RLlib merges the config's model_config into every module's: check what they will see.
+        check_model_config({**config.model_config, **(model_config or {})})
     config.multi_agent(policies=set(plan.modules), policy_mapping_fn=plan.mapping,
                        policies_to_train=sorted(plan.modules))
     config.rl_module(rl_module_spec=module_specs(plan, model_config))
     if plan.needs_connectors:
-        from rllib_seps.connectors import env_to_module_factory, module_to_env_factory
+        from rllib_seps.rllib.connectors import env_to_module_factory, module_to_env_factory
 
         # RLlib's NormalizeAndClipActions runs after our unpadding and would overwrite it with
         # the padded actions: our piece does its job per agent, with the config's settings.
@@ -148,8 +157,8 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
 
 
 def _adaps_mask_report(config: AlgorithmConfig, model_config: dict, centres: np.ndarray) -> dict[str, Any]:
-    """Densities and overlaps of the masks the AdaPS module will build (see rllib_seps.adaps)."""
-    from rllib_seps.modules import DEFAULT_HIDDENS
+    """Densities and overlaps of the masks the AdaPS module will build (see rllib_seps.sharing.adaps)."""
+    from rllib_seps.rllib.modules import DEFAULT_HIDDENS
 
     # The module sees the algorithm's model_config updated with the spec's (as RLlib merges them).
     merged = {**config.model_config, **model_config, CENTRES_KEY: centres.tolist()}

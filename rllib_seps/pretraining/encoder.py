@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rllib_seps.options import SePSOptions
-from rllib_seps.rollouts import Transitions
+from rllib_seps.pretraining.rollouts import Transitions
 
 
 class AgentEncoderDecoder(nn.Module):
@@ -99,7 +99,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
     minibatches for a fixed number of updates (so the cost does not grow with the data).
 
     Args:
-        data: Transitions from :func:`rllib_seps.rollouts.collect_random_rollouts`.
+        data: Transitions from :func:`rllib_seps.pretraining.rollouts.collect_random_rollouts`.
         options: ``latent_dim``, ``hidden_size``, ``kl_weight``, ``lr``, ``batch_size``,
             ``updates``, ``normalize``, ``seed`` and ``progress`` are used.
     """

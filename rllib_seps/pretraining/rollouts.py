@@ -14,7 +14,6 @@ from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
-from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from tqdm.auto import tqdm
 
 EnvCreator = Callable[[dict], Any]
@@ -60,14 +59,17 @@ def _flattener(space: gym.Space) -> Callable[[Any], np.ndarray]:
     return lambda x: np.asarray(gym.spaces.flatten(space, x), np.float32)
 
 
-def make_env(env_creator: EnvCreator, env_config: dict) -> MultiAgentEnv:
+def make_env(env_creator: EnvCreator, env_config: dict) -> Any:
     """Creates the environment and checks that it is multi-agent.
 
+    Any env with ``possible_agents``, per-agent ``observation_spaces`` and ``action_spaces``, and
+    dict-based ``reset``/``step`` works (an RLlib ``MultiAgentEnv``); no RLlib import is needed.
+
     Raises:
-        TypeError: If the creator does not return an RLlib ``MultiAgentEnv``.
+        TypeError: If the creator returns something else.
     """
     env = env_creator(dict(env_config))
-    if not isinstance(env, MultiAgentEnv):
+    if not all(hasattr(env, name) for name in ("possible_agents", "reset", "step")):
         raise TypeError(
             f"SePS needs a multi-agent environment (ray.rllib.env.MultiAgentEnv), but the env "
             f"creator returned {type(env).__name__}. Wrap a PettingZoo ParallelEnv with "

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 
-from rllib_seps.encoder import Embeddings
+from rllib_seps.pretraining.encoder import Embeddings
 
 
 @dataclass

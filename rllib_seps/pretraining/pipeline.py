@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rllib_seps.clustering import Clustering, cluster_agents
-from rllib_seps.encoder import Embeddings, train_encoder
-from rllib_seps.mapping import AgentToModuleMapping, cluster_module_id
+from rllib_seps.pretraining.clustering import Clustering, cluster_agents
+from rllib_seps.pretraining.encoder import Embeddings, train_encoder
+from rllib_seps.sharing.mapping import AgentToModuleMapping, cluster_module_id
 from rllib_seps.options import SePSOptions
-from rllib_seps.rollouts import EnvCreator, collect_random_rollouts
+from rllib_seps.pretraining.rollouts import EnvCreator, collect_random_rollouts
 
 
 @dataclass
@@ -27,7 +27,7 @@ class PretrainingResult:
         transitions: Transitions used, per agent.
         timings: Seconds spent in ``rollouts``, ``encoder``, ``clustering`` and ``total``.
         adaps_masks: For strategy ``adaps``: the masks' densities and overlaps
-            (:func:`rllib_seps.adaps.mask_report`), set by ``with_sharing``; else None.
+            (:func:`rllib_seps.sharing.adaps.mask_report`), set by ``with_sharing``; else None.
     """
 
     agent_ids: list[str]

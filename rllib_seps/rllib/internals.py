@@ -1,0 +1,38 @@
+"""The private RLlib and Ray accesses this package cannot avoid, in one place.
+
+Each one says why no public API does the job; ``tests/test_internals.py`` fails loudly when a Ray
+release changes any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def registered_env_creator(name: str) -> Callable[[dict], Any] | None:
+    """The creator registered under ``name`` with ``ray.tune.register_env``, or None.
+
+    Why private: Ray offers ``register_env`` but no public lookup; RLlib's EnvRunners read the
+    same registry (``ray.tune.registry._global_registry``) to build a named env, and SePS must
+    build the very env they will build.
+    """
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    if _global_registry.contains(ENV_CREATOR, name):
+        return _global_registry.get(ENV_CREATOR, name)
+    return None
+
+
+def call_after_every_ray_init(fn: Callable[[], None]) -> None:
+    """Calls ``fn`` after every ``ray.init()`` of this process.
+
+    Why private: Ray forgets ``register_env`` registrations when its session ends, and a process
+    that calls ``ray.init()`` again (tests, notebooks, the CLI after a run) would no longer find
+    ``env: bps_1``. Ray's own registry flushes through this hook list
+    (``ray._private.worker._post_init_hooks``); there is no public one.
+    """
+    import ray._private.worker
+
+    hooks = ray._private.worker._post_init_hooks
+    if fn not in hooks:
+        hooks.append(fn)
