@@ -83,7 +83,7 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     """Steps the env with uniform random actions until every agent has enough transitions.
 
     Returns:
-        The sorted agent ids and, per agent, five lists: obs, action, reward, next_obs.
+        The sorted agent ids and, per agent, four lists: obs, action, reward, next_obs.
     """
     env = make_env(env_creator, env_config)
     agent_ids = sorted(env.possible_agents)

@@ -38,6 +38,7 @@ import warnings
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
+from sklearn.metrics import pairwise_distances
 
 MAPPING_HIDDEN = 64
 """Width of the mapping network's hidden layer."""
@@ -196,11 +197,6 @@ def masks_for_module(model_config: Mapping[str, Any], n_clusters: int,
     return out
 
 
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def mask_report(masks: Sequence[np.ndarray | None]) -> dict[str, Any]:
     """Density of every cluster's mask and the overlap between clusters, per layer and overall.
 
@@ -218,9 +214,10 @@ def mask_report(masks: Sequence[np.ndarray | None]) -> dict[str, Any]:
         return {"n_clusters": 0, "layers": [], "density": [], "overlap": []}
 
     def describe(mask: np.ndarray) -> dict[str, Any]:
-        k = mask.shape[0]
+        # Jaccard similarity = 1 - Jaccard distance, between every pair of clusters' rows.
+        overlap = 1.0 - pairwise_distances(mask, metric="jaccard")
         return {"density": [round(float(row.mean()), 4) for row in mask],
-                "overlap": [[round(_jaccard(mask[i], mask[j]), 4) for j in range(k)] for i in range(k)]}
+                "overlap": np.round(overlap, 4).tolist()}
 
     per_layer = [{"layer": i, "units": int(m.shape[1]), **describe(m)} for i, m in layers]
     return {"n_clusters": int(layers[0][1].shape[0]), "layers": per_layer,
