@@ -158,7 +158,7 @@ def test_a_batch_mixing_clusters_is_one_forward_pass_equal_to_per_cluster_passes
             torch.testing.assert_close(module.compute_values(sub), values[rows])
     # Masked units are silent: the last hidden layer's features are 0 outside each sample's mask.
     features = mixed[Columns.EMBEDDINGS]  # critic features
-    off = ~module.critic_body.mlp.hidden_mask(1, plan.modules["shared"].split(batch[Columns.OBS])[2])
+    off = ~module.critic_body.mlp.hidden_mask(1, plan.modules["shared"].layout.unpack(batch[Columns.OBS]).cluster)
     assert off.any() and torch.all(features[off] == 0)
 
 
