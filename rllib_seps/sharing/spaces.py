@@ -97,7 +97,7 @@ def space_key(space: gs.Space) -> tuple:
 
     `repr` shortens large bounds ("...") and gymnasium's `Box.__eq__` compares bounds with
     `np.allclose`, so neither tells two spaces apart that differ in one bound; this key holds the
-    exact bytes. Raises TypeError for a space it does not know.
+    exact bytes.
     """
     if isinstance(space, gs.Box):
         return ("Box", space.shape, space.dtype.str, space.low.tobytes(), space.high.tobytes())
@@ -111,8 +111,9 @@ def space_key(space: gs.Space) -> tuple:
         return ("Dict", tuple((key, space_key(sub)) for key, sub in space.spaces.items()))
     if isinstance(space, gs.Tuple):
         return ("Tuple", tuple(space_key(sub) for sub in space.spaces))
-    raise TypeError(f"Cannot compare space {space!r} ({type(space).__name__}); supported: Box, "
-                    "Discrete, MultiDiscrete, MultiBinary, Dict and Tuple of these.")
+    # Spaces this package never transforms (Text, Graph, Sequence ...) can only be served
+    # unchanged by RLlib's own modules; their repr holds their parameters.
+    return (type(space).__name__, repr(space))
 
 
 def same_space(a: gs.Space, b: gs.Space) -> bool:

@@ -1,0 +1,246 @@
+"""Learning curves of the five sharing strategies on the paper's tasks, as in Table 2 of the SePS
+paper (max evaluation return, mean +- std over seeds), resumable over several sittings.
+
+How to run:
+
+    python benchmarks/learning.py --quick                      # minutes: BPS(1), fups and seps, tiny budget
+    python benchmarks/learning.py --tasks bps_1 --seeds 0 1 2 --env-steps 200000
+    python benchmarks/learning.py --report-only                # plots and table from the CSV alone
+
+Every run trains the task's tuned config (``tuned_configs/<task>-<strategy>-ppo.yaml``) with its seed
+set for RLlib and for SePS, for ``--env-steps`` env steps. Every ``--eval-every`` training iterations
+(and after the last) RLlib's own evaluation rolls out ``--eval-episodes`` episodes with greedy actions
+(``explore=False``) on a separate EnvRunner; the best of these returns is the run's "max evaluation
+return", the paper's measure. A finished run appends its rows (task, strategy, seed, env steps,
+evaluation and training return, wall time, pretraining transitions) to the CSV and is skipped on
+the next call with the same budget, so a long benchmark can be completed over several sittings;
+an interrupted run starts again. ``--config`` deep-merges settings into every run's config (e.g. the
+execution path); it is part of a run's key, so runs with other settings are never mixed up.
+
+Outputs (next to the CSV unless ``--out`` says otherwise): ``learning_<task>.png`` (mean and spread
+over seeds of the evaluation return, one line per strategy) and ``learning_table.md`` (Table 2's
+shape, plus the pretraining cost next to the RL budget, and the wall time per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TUNED = ROOT / "tuned_configs"
+TASKS = ["bps_1", "bps_h_1", "crware_1", "lbf"]
+STRATEGIES = ["nops", "fups", "fups_id", "seps", "adaps"]
+COLUMNS = ["task", "strategy", "seed", "budget", "settings", "iteration", "env_steps", "eval_return",
+           "train_return", "wall_s", "pretraining_transitions", "k"]
+STEPS_KEY = "num_env_steps_sampled_lifetime"
+
+
+def run_key(task: str, strategy: str, seed: int, budget: int, settings: str) -> tuple:
+    return task, strategy, str(seed), str(budget), settings
+
+
+def finished_runs(path: Path) -> set[tuple]:
+    """Keys of the runs already in the CSV."""
+    if not path.exists():
+        return set()
+    with path.open() as f:
+        return {run_key(r["task"], r["strategy"], r["seed"], r["budget"], r["settings"]) for r in csv.DictReader(f)}
+
+
+def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, *, eval_every: int,
+              eval_episodes: int) -> list[dict]:
+    """Trains one tuned config for ``budget`` env steps; returns one row per evaluation."""
+    from ray.tune.utils import deep_update
+
+    from rllib_seps.cli.experiment_file import load_experiments, share
+
+    overrides = deep_update({"seed": seed, "seps": {"seed": seed, "progress": False}}, settings,
+                            new_keys_allowed=True)
+    (experiment,) = load_experiments(TUNED / f"{task}-{strategy}-ppo.yaml", config_overrides=overrides)
+    start = time.perf_counter()
+    config, pretraining = share(experiment)
+    config.evaluation(evaluation_interval=None, evaluation_duration=eval_episodes,
+                      evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
+                      evaluation_config={"explore": False})
+    transitions = 0 if pretraining is None else int(sum(pretraining.transitions.values()))
+    k = "" if pretraining is None else pretraining.clustering.k
+    algo = config.build_algo()
+    rows, iteration, steps = [], 0, 0
+    try:
+        while steps < budget:
+            result = algo.train()
+            iteration += 1
+            steps = int(result.get(STEPS_KEY) or result["env_runners"].get(STEPS_KEY, steps))
+            if iteration % eval_every and steps < budget:
+                continue
+            evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+            train_return = result["env_runners"].get("episode_return_mean", float("nan"))
+            rows.append({"iteration": iteration, "env_steps": steps, "eval_return": evaluation,
+                         "train_return": train_return, "wall_s": round(time.perf_counter() - start, 1),
+                         "pretraining_transitions": transitions, "k": k})
+            print(f"  {task} {strategy} seed {seed}: iter {iteration:4d}  env steps {steps:8d}  "
+                  f"eval return {evaluation:9.2f}  train return {train_return:9.2f}  "
+                  f"{rows[-1]['wall_s']:7.0f}s", flush=True)
+    finally:
+        algo.stop()
+    return rows
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def curves(rows: list[dict]) -> dict[tuple, dict[str, list[tuple[int, float]]]]:
+    """(task, settings, budget) -> strategy -> seed -> [(env steps, eval return)]."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        run = out[(r["task"], r["settings"], r["budget"])][r["strategy"]].setdefault(r["seed"], [])
+        run.append((int(r["env_steps"]), float(r["eval_return"])))
+    return out
+
+
+def plot_task(task: str, strategies: dict, path: Path, title: str) -> Path:
+    """Mean and min-max over seeds of the evaluation return against env steps, a line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for strategy in [s for s in STRATEGIES if s in strategies]:
+        seeds = strategies[strategy]
+        length = min(len(points) for points in seeds.values())
+        steps = np.array([p[0] for p in next(iter(seeds.values()))[:length]])
+        returns = np.array([[p[1] for p in points[:length]] for points in seeds.values()])
+        mean, std = returns.mean(0), returns.std(0)
+        ax.plot(steps, mean, label=f"{strategy} ({len(seeds)} seeds)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("evaluation return (greedy, sum over agents)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def table(rows: list[dict]) -> str:
+    """Table 2's shape: per task, max evaluation return (mean +- std over seeds) of each strategy;
+    then the budget, the pretraining cost against it and the wall time per run."""
+    lines = ["| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in STRATEGIES) + " |"]
+    costs = []
+    for (task, settings, budget), strategies in sorted(curves(rows).items()):
+        cells = []
+        for strategy in STRATEGIES:
+            seeds = strategies.get(strategy, {})
+            best = [max(r for _, r in points) for points in seeds.values()]
+            cells.append(f"{np.mean(best):.2f} +- {np.std(best):.2f} (n={len(best)})" if best else "")
+        lines.append(f"| {task} | {settings or 'tuned'} | {int(budget):,} | " + " | ".join(cells) + " |")
+        for strategy in STRATEGIES:
+            runs = [r for r in rows if (r["task"], r["settings"], r["budget"], r["strategy"])
+                    == (task, settings, budget, strategy)]
+            if runs:
+                last = {}
+                for r in runs:  # the last row of each seed holds its totals
+                    last[r["seed"]] = r
+                wall = [float(r["wall_s"]) for r in last.values()]
+                transitions = int(next(iter(last.values()))["pretraining_transitions"] or 0)
+                costs.append(f"| {task} | {strategy} | {int(budget):,} | {transitions:,} | "
+                             f"{transitions / int(budget):.3f} | {np.mean(wall) / 60:.1f} |")
+    lines += ["", "Pretraining transitions (summed over agents) against the RL budget, and wall time:", "",
+              "| task | strategy | RL env steps | pretraining transitions | ratio | minutes per run |",
+              "| --- | --- | --- | --- | --- | --- |", *costs]
+    return "\n".join(lines)
+
+
+def report(csv_path: Path, out: Path) -> None:
+    rows = load_rows(csv_path)
+    if not rows:
+        print(f"No runs in {csv_path} yet.")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for (task, settings, budget), strategies in sorted(curves(rows).items()):
+        suffix = "" if not settings else "_" + "".join(c if c.isalnum() else "_" for c in settings)[:40]
+        path = plot_task(task, strategies, out / f"learning_{task}{suffix}.png",
+                         f"{task}, {int(budget):,} env steps" + (f", {settings}" if settings else ""))
+        print(f"Plot: {path}")
+    text = table(rows)
+    (out / "learning_table.md").write_text(text + "\n")
+    print(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--env-steps", type=int, default=200_000, help="RL budget per run")
+    parser.add_argument("--eval-every", type=int, default=5, help="evaluate every N training iterations")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--config", default="{}", help="JSON settings deep-merged into every run's config")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help="runs file (default docs/results/learning.csv; with --quick results/learning_quick.csv)")
+    parser.add_argument("--out", type=Path, default=None, help="folder of plots and table (default: the CSV's)")
+    parser.add_argument("--quick", action="store_true", help="BPS(1), fups and seps, 1 seed, 6k env steps")
+    parser.add_argument("--report-only", action="store_true", help="only write plots and table")
+    parser.add_argument("--num-cpus", type=int, default=2)
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.strategies, args.seeds = ["bps_1"], ["fups", "seps"], [0]
+        args.env_steps, args.eval_every, args.eval_episodes = 6000, 1, 2
+        args.config = json.dumps({"seps": {"transitions_per_agent": 500}, **json.loads(args.config)})
+    if args.csv is None:
+        args.csv = ROOT / ("results/learning_quick.csv" if args.quick else "docs/results/learning.csv")
+    out = args.out or args.csv.parent
+    settings = json.loads(args.config)
+    settings_key = json.dumps(settings, sort_keys=True) if settings else ""
+    print(f"Reproduce: python benchmarks/learning.py {shlex.join(sys.argv[1:])}", flush=True)
+
+    if not args.report_only:
+        import ray
+
+        import rllib_seps.envs  # noqa: F401  (registers the tasks)
+
+        done = finished_runs(args.csv)
+        todo = [(t, s, seed) for t in args.tasks for seed in args.seeds for s in args.strategies
+                if run_key(t, s, seed, args.env_steps, settings_key) not in done]
+        print(f"{len(todo)} run(s) to do, {len(args.tasks) * len(args.seeds) * len(args.strategies) - len(todo)} "
+              f"already in {args.csv}", flush=True)
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            for task, strategy, seed in todo:
+                rows = train_one(task, strategy, seed, args.env_steps, settings,
+                                 eval_every=args.eval_every, eval_episodes=args.eval_episodes)
+                new_file = not args.csv.exists()
+                with args.csv.open("a", newline="") as f:  # a finished run at a time: resumable
+                    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                    if new_file:
+                        writer.writeheader()
+                    for row in rows:
+                        writer.writerow({"task": task, "strategy": strategy, "seed": seed,
+                                         "budget": args.env_steps, "settings": settings_key, **row})
+        finally:
+            ray.shutdown()
+    report(args.csv, out)
+    print(f"Reproduce: python benchmarks/learning.py {shlex.join(sys.argv[1:])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
