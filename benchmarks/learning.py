@@ -12,7 +12,7 @@ set for RLlib and for SePS, for ``--env-steps`` env steps. Every ``--eval-every`
 (and after the last) RLlib's own evaluation rolls out ``--eval-episodes`` episodes with greedy actions
 (``explore=False``) on a separate EnvRunner; the best of these returns is the run's "max evaluation
 return", the paper's measure. A finished run appends its rows (task, strategy, seed, env steps,
-evaluation and training return, wall time, pretraining transitions) to the CSV and is skipped on
+evaluation and training return, wall time, pretraining env steps) to the CSV and is skipped on
 the next call with the same budget, so a long benchmark can be completed over several sittings;
 an interrupted run starts again. ``--config`` deep-merges settings into every run's config (e.g. the
 execution path); it is part of a run's key, so runs with other settings are never mixed up.
@@ -40,7 +40,7 @@ TUNED = ROOT / "tuned_configs"
 TASKS = ["bps_1", "bps_h_1", "crware_1", "lbf"]
 STRATEGIES = ["nops", "fups", "fups_id", "seps", "adaps"]
 COLUMNS = ["task", "strategy", "seed", "budget", "settings", "iteration", "env_steps", "eval_return",
-           "train_return", "wall_s", "pretraining_transitions", "k"]
+           "train_return", "wall_s", "pretraining_env_steps", "k"]
 STEPS_KEY = "num_env_steps_sampled_lifetime"
 
 
@@ -68,10 +68,12 @@ def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, 
     (experiment,) = load_experiments(TUNED / f"{task}-{strategy}-ppo.yaml", config_overrides=overrides)
     start = time.perf_counter()
     config, pretraining = share(experiment)
-    config.evaluation(evaluation_interval=None, evaluation_duration=eval_episodes,
+    # RLlib's own evaluation, every eval_every iterations, on its own EnvRunner, greedy actions.
+    config.evaluation(evaluation_interval=eval_every, evaluation_duration=eval_episodes,
                       evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
                       evaluation_config={"explore": False})
-    transitions = 0 if pretraining is None else int(sum(pretraining.transitions.values()))
+    # Every agent acts at every random step: the most transitions of an agent are the env steps.
+    pretraining_steps = 0 if pretraining is None else int(max(pretraining.transitions.values()))
     k = "" if pretraining is None else pretraining.clustering.k
     algo = config.build_algo()
     rows, iteration, steps = [], 0, 0
@@ -80,15 +82,18 @@ def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, 
             result = algo.train()
             iteration += 1
             steps = int(result.get(STEPS_KEY) or result["env_runners"].get(STEPS_KEY, steps))
-            if iteration % eval_every and steps < budget:
+            evaluation = result.get("evaluation")
+            if evaluation is None and steps >= budget:  # the last point of every curve
+                evaluation = algo.evaluate()
+            if evaluation is None:
                 continue
-            evaluation = algo.evaluate()["env_runners"]["episode_return_mean"]
+            eval_return = evaluation["env_runners"]["episode_return_mean"]
             train_return = result["env_runners"].get("episode_return_mean", float("nan"))
-            rows.append({"iteration": iteration, "env_steps": steps, "eval_return": evaluation,
+            rows.append({"iteration": iteration, "env_steps": steps, "eval_return": eval_return,
                          "train_return": train_return, "wall_s": round(time.perf_counter() - start, 1),
-                         "pretraining_transitions": transitions, "k": k})
+                         "pretraining_env_steps": pretraining_steps, "k": k})
             print(f"  {task} {strategy} seed {seed}: iter {iteration:4d}  env steps {steps:8d}  "
-                  f"eval return {evaluation:9.2f}  train return {train_return:9.2f}  "
+                  f"eval return {eval_return:9.2f}  train return {train_return:9.2f}  "
                   f"{rows[-1]['wall_s']:7.0f}s", flush=True)
     finally:
         algo.stop()
@@ -159,11 +164,11 @@ def table(rows: list[dict]) -> str:
                 for r in runs:  # the last row of each seed holds its totals
                     last[r["seed"]] = r
                 wall = [float(r["wall_s"]) for r in last.values()]
-                transitions = int(next(iter(last.values()))["pretraining_transitions"] or 0)
-                costs.append(f"| {task} | {strategy} | {int(budget):,} | {transitions:,} | "
-                             f"{transitions / int(budget):.3f} | {np.mean(wall) / 60:.1f} |")
-    lines += ["", "Pretraining transitions (summed over agents) against the RL budget, and wall time:", "",
-              "| task | strategy | RL env steps | pretraining transitions | ratio | minutes per run |",
+                pretraining = int(next(iter(last.values()))["pretraining_env_steps"] or 0)
+                costs.append(f"| {task} | {strategy} | {int(budget):,} | {pretraining:,} | "
+                             f"{pretraining / int(budget):.3f} | {np.mean(wall) / 60:.1f} |")
+    lines += ["", "Pretraining (random-policy env steps) against the RL budget, and wall time per run:", "",
+              "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
               "| --- | --- | --- | --- | --- | --- |", *costs]
     return "\n".join(lines)
 
