@@ -36,3 +36,24 @@ def call_after_every_ray_init(fn: Callable[[], None]) -> None:
     hooks = ray._private.worker._post_init_hooks
     if fn not in hooks:
         hooks.append(fn)
+
+
+def rebuild_algorithm(algorithm: Any, config: Any) -> None:
+    """Builds a running algorithm's parts again from ``config``, as ``config.build_algo()`` would.
+
+    Stops its EnvRunners, learners and helper actors (``Algorithm.cleanup``), sets the validated,
+    frozen ``config`` and runs the algorithm's own ``setup`` again, which builds every part (also
+    algorithm-specific ones, such as IMPALA's aggregator actors) from it. EnvRunner actors are
+    created with ``config``, so Ray restarts them with it.
+
+    Why not public: RLlib has no API to re-configure a built algorithm. ``add_module`` /
+    ``remove_module`` change modules and the mapping but not the EnvRunners' connectors, and a
+    restarted EnvRunner comes back with the config it was created with. ``setup`` (public,
+    meant to be called by ``Trainable.__init__``) reads ``algorithm.config``, not its argument,
+    when given an ``AlgorithmConfig``; ``cleanup`` is what ``stop()`` runs.
+    """
+    config.validate()
+    config.freeze()
+    algorithm.cleanup()
+    algorithm.config = config
+    algorithm.setup(config)
