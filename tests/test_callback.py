@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -110,3 +111,21 @@ def test_callback_survives_env_runner_restart_and_checkpoint_restore(ray_session
         assert "total_loss" in restored.train()["learners"]["shared"]
     finally:
         restored.stop()
+
+
+@pytest.mark.slow
+def test_callback_under_tune_reports_into_the_trial_and_records_the_options(ray_session, tmp_path):
+    from ray import tune
+
+    config = shared_config("callback", "seps", tmp_path / "unused")
+    config.callbacks(SePSCallback.with_options(**QUICK, strategy="seps"))  # report_dir: the trial's
+    tuner = tune.Tuner(config.algo_class, param_space=config, run_config=tune.RunConfig(
+        storage_path=str(tmp_path), name="tune", stop={"training_iteration": 1}, verbose=0))
+    result = tuner.fit()[0]
+    assert result.error is None
+    assert result.metrics["seps"]["cluster_sizes"] == {"cluster_0": 2, "cluster_1": 2}
+    assert set(result.metrics["learners"]) >= {"cluster_0", "cluster_1"}
+    trial = Path(result.path)
+    assert json.loads((trial / REPORT_JSON).read_text())["options"]["strategy"] == "seps"
+    params = json.loads((trial / "params.json").read_text())  # what Tune wrote when the trial started
+    assert "strategy='seps'" in params["callbacks"] and "transitions_per_agent=200" in params["callbacks"]

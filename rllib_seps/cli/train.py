@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from rllib_seps.cli.errors import UserError, closest
 from rllib_seps.cli.experiment_file import Experiment, load_experiments, share

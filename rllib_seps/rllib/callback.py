@@ -31,7 +31,7 @@ from ray.rllib.utils.annotations import override
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.pipeline import PretrainingResult
 from rllib_seps.rllib.configure import OPTIONS_KEY, with_sharing
-from rllib_seps.rllib.internals import rebuild_algorithm
+from rllib_seps.rllib.internals import rebuild_algorithm, tune_trial_dir
 
 # Key of the pretraining report in the first training result.
 RESULT_KEY = "seps"
@@ -49,8 +49,9 @@ class SePSCallback(RLlibCallback):
 
     On restore from a checkpoint (whose config records the options under ``"seps"``) it does
     nothing new. The pretraining report is printed, written (JSON and PNG, paths printed) into
-    ``report_dir`` or the trial's directory, and added to the first training result under
-    ``"seps"``. The report's options are also in the algorithm's config (``config.seps``).
+    ``report_dir``, else the Tune trial's directory (beside ``params.json``), else the algorithm's
+    ``logdir``, and added to the first training result under ``"seps"``. The options are also
+    recorded in the algorithm's config (``config.seps``).
 
     Note: rebuilding calls ``on_algorithm_init`` of the rebuilt algorithm's callbacks; callbacks
     listed after this one in ``config.callbacks(...)`` are also called by the first build.
@@ -65,7 +66,6 @@ class SePSCallback(RLlibCallback):
         super().__init__()
         self.options = SePSOptions.from_dict(options)
         self.result: PretrainingResult | None = None
-        self.report_files: dict = {}
 
     @classmethod
     def with_options(cls, **options: Any) -> functools.partial:
@@ -86,8 +86,8 @@ class SePSCallback(RLlibCallback):
                                  f"from SePSCallback's {self.options.to_dict()}. Fix: share once, "
                                  "either with the callback or with with_sharing.")
             return
-        config, result = with_sharing(algorithm.config, self.options,
-                                      default_report_dir=getattr(algorithm, "logdir", None))
+        report_dir = tune_trial_dir(algorithm) or getattr(algorithm, "logdir", None)
+        config, result = with_sharing(algorithm.config, self.options, default_report_dir=report_dir)
         rebuild_algorithm(algorithm, config)
         # The rebuild made new callback objects; hand the report to this callback's successor.
         for callback in algorithm.callbacks:

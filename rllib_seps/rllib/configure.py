@@ -246,18 +246,13 @@ def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | 
 
 def check_before_pretraining(config: AlgorithmConfig, options: SePSOptions, observation_spaces: dict,
                              action_spaces: dict) -> None:
-    """Raises for everything that can be known before pretraining: a config shared already, an
-    algorithm that cannot train the strategy, more clusters than agents, and spaces the strategy
-    cannot serve (for ``seps``, whose clusters are not known yet: each agent's own spaces).
+    """Raises for what the environment's spaces tell before pretraining: more clusters than
+    agents, and spaces the strategy cannot serve (for ``seps``, whose clusters are not known yet,
+    each agent's own spaces; for ``adaps``, all agents in one module).
 
     Raises:
         ValueError, TypeError: Naming the option, agent or space at fault and the fix.
     """
-    recorded = getattr(config, OPTIONS_KEY, None)
-    if recorded is not None:
-        raise ValueError(f"This config is shared already (strategy {recorded.get('strategy')!r}); "
-                         "share the original config once, with one set of options.")
-    check_algorithm(config)
     n_agents = len(observation_spaces)
     if options.strategy in ("seps", "adaps") and options.n_clusters != "auto" and options.n_clusters > n_agents:
         raise ValueError(f"SePS option n_clusters={options.n_clusters} is larger than the number of "
@@ -301,6 +296,11 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
             or space, more clusters than agents, or an environment that is not multi-agent.
     """
     options = options if isinstance(options, SePSOptions) else SePSOptions.from_dict(options)
+    recorded = getattr(config, OPTIONS_KEY, None)
+    if recorded is not None:
+        raise ValueError(f"This config is shared already (strategy {recorded.get('strategy')!r}); "
+                         "share the original config once, with one set of options.")
+    check_algorithm(config)
     creator = env_creator_of(config)
     obs_spaces, act_spaces = env_spaces(creator, config.env_config)
     check_before_pretraining(config, options, obs_spaces, act_spaces)

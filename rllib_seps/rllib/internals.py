@@ -57,3 +57,17 @@ def rebuild_algorithm(algorithm: Any, config: Any) -> None:
     algorithm.cleanup()
     algorithm.config = config
     algorithm.setup(config)
+
+
+def tune_trial_dir(algorithm: Any) -> str | None:
+    """The trial's directory in Tune's storage (beside ``params.json`` and ``result.json``), when
+    the algorithm runs as a Tune trial on a local storage path; else None.
+
+    Why private: a Trainable keeps its ``StorageContext`` in ``_storage`` and exposes only
+    ``logdir``, the trial's working directory, which Tune copies to the storage path only with
+    ``SyncConfig(sync_artifacts=True)``: a report written there would be lost with the Ray session.
+    """
+    storage = getattr(algorithm, "_storage", None)
+    if storage is None or storage.storage_filesystem.type_name != "local":
+        return None
+    return storage.trial_fs_path

@@ -2,10 +2,11 @@
 module sees. The plan is what connectors, modules and the RLlib config are built from.
 
 A module whose agents all have the same spaces, that needs no indication or masks, and whose
-observation space the algorithm's default module can read (RLlib's catalog: flat vectors, and
-images of the sizes it has CNN filters for) is *plain*: RLlib's default module serves it, with no
-connector. Every other module is *shared*: it sees the input described by its :class:`rllib_seps.sharing.layout.InputLayout`
-(padded, possibly indicated observation, action mask and, for AdaPS, the agent's cluster).
+observation space the algorithm's default module reads (RLlib's catalog: flat vectors, and images
+of the sizes it has CNN filters for) is *plain*: RLlib's default module serves it, with no
+connector. Every other module is *shared*: it sees the input described by its
+:class:`rllib_seps.sharing.layout.InputLayout` (padded, possibly indicated observation, action
+mask and, for AdaPS, the agent's cluster).
 """
 
 from __future__ import annotations
@@ -171,10 +172,10 @@ def build_plan(strategy: str, observation_spaces: Mapping[AgentID, gym.Space],
         method = None
         if strategy == "fups_id":
             method = indication or _default_indication(obs[members[0]], len(members))
-        homogeneous = (len({sp.space_key(s) for s in obs.values()}) == 1
-                       and len({sp.space_key(s) for s in act.values()}) == 1)
-        plain = homogeneous and method is None and not n_clusters and not force_padding
-        if plain and default_reads(obs[members[0]]):
+        homogeneous = len(members) == 1 or (len({sp.space_key(s) for s in obs.values()}) == 1
+                                            and len({sp.space_key(s) for s in act.values()}) == 1)
+        as_is = homogeneous and method is None and not n_clusters and not force_padding
+        if as_is and default_reads(obs[members[0]]):
             plan.modules[module_id] = ModulePlan(tuple(members), obs[members[0]], act[members[0]])
             for a in members:
                 plan.agents[a] = AgentPlan(module_id, observation_spaces[a], action_spaces[a])
