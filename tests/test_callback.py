@@ -29,7 +29,7 @@ def shared_config(route: str, strategy: str, report_dir, num_env_runners: int = 
     agent (what RLlib needs for agents of different spaces), with_sharing from RLlib's default."""
     config = (PPOConfig().environment(TwoTypeEnv)
               .env_runners(num_env_runners=num_env_runners)
-              .training(train_batch_size=200, minibatch_size=100, num_epochs=1)
+              .training(train_batch_size=100, minibatch_size=100, num_epochs=1)
               .rl_module(model_config={"fcnet_hiddens": [32, 32]}))
     options = dict(QUICK, strategy=strategy, report_dir=str(report_dir))
     if route == "callback":
@@ -53,7 +53,7 @@ def test_every_strategy_trains_on_both_routes(ray_session, tmp_path, capsys, rou
         results = [algo.train() for _ in range(2)]
         assert all(math.isfinite(results[-1]["learners"][m]["total_loss"]) for m in modules)
         assert set(results[-1]["env_runners"]["module_episode_returns_mean"]) == modules
-        assert results[-1]["env_runners"]["num_env_steps_sampled"] >= 200
+        assert results[-1]["env_runners"]["num_env_steps_sampled"] >= 100
         printed = capsys.readouterr().out
         if strategy in ("seps", "adaps"):  # the report, printed and written the same way on both routes
             assert "SePS: 4 agents -> 2 cluster(s); K=2 was given." in printed
@@ -94,7 +94,7 @@ def test_callback_survives_env_runner_restart_and_checkpoint_restore(ray_session
                 break
         assert [state[1:] for state in states] == [(["shared"], "shared")]
         result = algo.train()
-        assert result["env_runners"]["num_env_steps_sampled"] >= 200 and "total_loss" in result["learners"]["shared"]
+        assert result["env_runners"]["num_env_steps_sampled"] >= 100 and "total_loss" in result["learners"]["shared"]
         checkpoint = algo.save_to_path(str(tmp_path / "checkpoint"))
         options = algo.config.seps
     finally:

@@ -261,13 +261,14 @@ def check_before_pretraining(config: AlgorithmConfig, options: SePSOptions, obse
     if options.strategy == "seps":  # every agent alone through a layout: its spaces can be padded
         build_plan("nops", observation_spaces, action_spaces, default_reads=lambda space: False)
         return
+    model_config = {**config.model_config, **options.module_kwargs}
     labels = [0] * n_agents if options.strategy == "adaps" else None
     plan = build_plan(options.strategy, observation_spaces, action_spaces, labels,
-                      default_reads=default_module_reads(config.model_config))
+                      default_reads=default_module_reads(model_config))
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
 
-        check_model_config({**config.model_config, **options.module_kwargs})
+        check_model_config(model_config)
 
 
 def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] | None = None, *,

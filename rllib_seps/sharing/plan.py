@@ -99,6 +99,15 @@ def _default_indication(space: gym.Space, n: int) -> str:
     return "one_hot" if n <= ONE_HOT_MAX_AGENTS else "binary"
 
 
+def _all_same(spaces) -> bool:
+    """True if every space is exactly the same; False for one :func:`space_key` cannot compare
+    (the layout then names the agent whose space it cannot serve)."""
+    try:
+        return len({sp.space_key(space) for space in spaces}) == 1
+    except TypeError:
+        return False
+
+
 def is_flat_vector(space: gym.Space) -> bool:
     """True for a 1-D Box: what every algorithm's default module reads (the plan's default
     ``default_reads``)."""
@@ -172,8 +181,7 @@ def build_plan(strategy: str, observation_spaces: Mapping[AgentID, gym.Space],
         method = None
         if strategy == "fups_id":
             method = indication or _default_indication(obs[members[0]], len(members))
-        homogeneous = len(members) == 1 or (len({sp.space_key(s) for s in obs.values()}) == 1
-                                            and len({sp.space_key(s) for s in act.values()}) == 1)
+        homogeneous = _all_same(obs.values()) and _all_same(act.values())
         as_is = homogeneous and method is None and not n_clusters and not force_padding
         if as_is and default_reads(obs[members[0]]):
             plan.modules[module_id] = ModulePlan(tuple(members), obs[members[0]], act[members[0]])
