@@ -67,6 +67,7 @@ def test_trainables_keep_tunes_storage_context_where_tune_trial_dir_reads_it():
     from ray.tune.trainable import Trainable
 
     assert "self._storage = storage" in inspect.getsource(Trainable.__init__)
-    assert all(hasattr(StorageContext, name) for name in ("trial_fs_path", "storage_filesystem"))
+    assert isinstance(StorageContext.trial_fs_path, property)
+    assert "self.storage_filesystem" in inspect.getsource(StorageContext.__init__)
     # Outside Tune there is no trial directory (the Tune route: tests/test_callback.py).
     assert tune_trial_dir(object()) is None
