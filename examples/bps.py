@@ -30,7 +30,6 @@ from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_seps.envs  # noqa: F401  (registers "bps_1" ... "bps_h_3")
 from rllib_seps import with_sharing
-from rllib_seps.pretraining.report import format_report
 
 
 def bps_config(env: str, seed: int) -> PPOConfig:
@@ -60,10 +59,8 @@ def main() -> None:
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     try:
-        config, pretraining = with_sharing(bps_config(args.env, args.seed),
-                                           {"strategy": args.strategy, "seed": args.seed})
-        if pretraining is not None:
-            print(format_report(pretraining))
+        config, _ = with_sharing(bps_config(args.env, args.seed),  # prints the report
+                                 {"strategy": args.strategy, "seed": args.seed})
         algo = config.build_algo()
         for i in range(args.iterations):
             result = algo.train()

@@ -41,7 +41,6 @@ from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_seps.envs  # noqa: F401  (registers the paper's environments)
 from rllib_seps import with_sharing
-from rllib_seps.pretraining.report import format_report
 
 
 def connect(address: str) -> int:
@@ -77,9 +76,8 @@ def main() -> None:
                       minibatch_size=500, num_epochs=5, vf_clip_param=10_000)
             .rl_module(model_config={"fcnet_hiddens": [64, 64]})
         )
-        config, pretraining = with_sharing(config, {"strategy": "seps", "rollout_tasks": rollout_tasks,
-                                                    "progress": False})
-        print(format_report(pretraining))
+        config, _ = with_sharing(config, {"strategy": "seps", "rollout_tasks": rollout_tasks,
+                                          "progress": False})  # prints the report
         algo = config.build_algo()
         for i in range(args.iterations):
             start = time.time()

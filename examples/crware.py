@@ -30,7 +30,6 @@ import ray
 
 from rllib_seps.cli.experiment_file import load_experiments, share
 from rllib_seps.options import STRATEGIES
-from rllib_seps.pretraining.report import format_report
 
 
 def main() -> None:
@@ -47,9 +46,7 @@ def main() -> None:
     (experiment,) = load_experiments(path)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     try:
-        config, pretraining = share(experiment)
-        if pretraining is not None:
-            print(format_report(pretraining))
+        config, _ = share(experiment)  # prints the report
         print(f"{experiment.name}: modules {sorted(config.policies)}")
         algo = config.build_algo()
         for i in range(args.iterations):

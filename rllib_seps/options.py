@@ -4,18 +4,52 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 Strategy = Literal["nops", "fups", "fups_id", "seps", "adaps"]
 STRATEGIES: tuple[str, ...] = ("nops", "fups", "fups_id", "seps", "adaps")
-# Algorithms that train several modules on RLlib's new API stack.
-MULTI_AGENT_ALGORITHMS: tuple[str, ...] = ("PPO", "APPO", "IMPALA", "DQN", "SAC")
+# Algorithms that train several modules on RLlib's new API stack with every strategy (each one
+# trained end to end in tests/test_adoption.py): the shared module is an actor-critic.
+MULTI_AGENT_ALGORITHMS: tuple[str, ...] = ("PPO", "APPO", "IMPALA")
+# Multi-agent algorithms of RLlib refused by name, and why.
+UNSUPPORTED_ALGORITHMS: dict[str, str] = {
+    name: (f"{name} learns Q-networks, and the module that agents with padding, indication or "
+           "AdaPS masks share is an actor-critic")
+    for name in ("DQN", "SAC")
+}
 
 
 def _check(condition: bool, name: str, value: Any, requirement: str) -> None:
     if not condition:
         raise ValueError(f"SePS option {name}={value!r} is invalid: {requirement}.")
+
+
+# The type each option's value must have (checked before any value is compared).
+_INT, _NUMBER = (numbers.Integral,), (numbers.Real,)
+_TYPE_NAMES = {numbers.Integral: "an integer", numbers.Real: "a number", bool: "a bool", str: "a string",
+               type(None): "None", dict: "a dict"}
+_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("max_clusters", "transitions_per_agent", "rollout_tasks", "latent_dim",
+                     "hidden_size", "batch_size", "updates", "probe_transitions", "seed"), _INT),
+    **dict.fromkeys(("kl_weight", "lr", "separation_threshold", "adaps_drop_threshold"), _NUMBER),
+    **dict.fromkeys(("normalize", "progress"), (bool,)),
+    **dict.fromkeys(("cluster_on", "k_criterion", "strategy"), (str,)),
+    "report_dir": (str, type(None)),
+    "module_kwargs": (dict,),
+}
+
+
+def _check_type(name: str, value: Any) -> None:
+    """Raises TypeError unless ``value`` has the type option ``name`` needs (no bool for numbers)."""
+    types = _TYPES.get(name)
+    if types is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+        return
+    wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+    fix = f" Fix: write {name}={value.strip()}, without quotes." if isinstance(value, str) else ""
+    raise TypeError(f"SePS option {name}={value!r} has type {type(value).__name__}; it must be {wanted}."
+                    f"{fix}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +129,8 @@ class SePSOptions:
     """Extra model_config entries for the modules (e.g. {"fcnet_hiddens": [64, 64]})."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name))
         k = self.n_clusters
         _check(k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1),
                "n_clusters", k, 'must be "auto" or an integer >= 1')
@@ -132,6 +168,7 @@ class SePSOptions:
 
         Raises:
             ValueError: For an unknown key (naming it and the closest valid key) or a bad value.
+            TypeError: For a value of the wrong type (e.g. the string "1000" for an int).
         """
         options = dict(options or {})
         known = [f.name for f in dataclasses.fields(cls)]

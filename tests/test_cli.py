@@ -46,7 +46,7 @@ def run_main(capsys, *argv: str) -> tuple[int, str]:
     ("exp:\n  run: PPO\n  env: [bps_1\n", "line 4, column 1", "invalid YAML"),
     (VALID.replace("env: bps_1", "env: bps_9"), "exp.env", "unknown environment 'bps_9'; did you mean"),
     (VALID.replace("run: PPO", "run: PPOO"), "exp.run", "unknown or unsupported algorithm 'PPOO'; did you mean 'PPO'"),
-    (VALID.replace("run: PPO", "run: BC"), "exp.run", "use one of PPO, APPO, IMPALA, DQN, SAC"),
+    (VALID.replace("run: PPO", "run: BC"), "exp.run", "use one of PPO, APPO, IMPALA"),
     (VALID.replace("n_clusters: 3", "n_cluster: 3"), "exp.config.seps.n_cluster",
      "unknown SePS option 'n_cluster'; did you mean 'n_clusters'?"),
     (VALID.replace("n_clusters: 3", "n_clusters: 0"), "exp.config.seps.n_clusters", "n_clusters=0 is invalid"),

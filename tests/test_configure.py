@@ -1,43 +1,77 @@
-"""Errors before any training, and the config-time route (``with_sharing``)."""
+"""Errors before any work, naming what is at fault and the fix; nothing silent during training."""
 
 from __future__ import annotations
 
 import pickle
 
+import gymnasium as gym
+import numpy as np
 import pytest
+from mpe2 import simple_speaker_listener_v4
 from ray.rllib.algorithms.bc import BCConfig
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from ray.tune.registry import register_env
 
-from rllib_seps import AgentToModuleMapping, SePSOptions, with_sharing
-from tests.conftest import quick_ppo_config
+from rllib_seps import AgentToModuleMapping, SePSCallback, SePSOptions, with_sharing
+from tests.conftest import SpacesEnv, TwoTypeEnv, quick_ppo_config
 
-
-def test_with_sharing_builds_cluster_modules(ray_session):
-    config, result = with_sharing(quick_ppo_config("bps", agents_per_colour=(3, 3), max_cycles=25),
-                                  {"transitions_per_agent": 500, "progress": False})
-    assert result.clustering.k == 2
-    assert set(config.policies) == {"cluster_0", "cluster_1"}
-    algo = config.build_algo()
-    try:
-        result = algo.train()
-        assert {"cluster_0", "cluster_1"} <= set(result["learners"])
-    finally:
-        algo.stop()
+QUICK = dict(progress=False, transitions_per_agent=200, updates=200, seed=0)
+VECTOR = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 
 
-def test_mapping_is_small_picklable_and_names_unknown_agents():
+def spaces_config(observation_spaces: dict, action_space: gym.Space = gym.spaces.Discrete(2), **env_config):
+    env_config = {"observation_spaces": observation_spaces,
+                  "action_spaces": dict.fromkeys(observation_spaces, action_space), **env_config}
+    return PPOConfig().environment(SpacesEnv, env_config=env_config)
+
+
+def refused_before_pretraining(config, options: dict, error: type, match: str) -> None:
+    """Asserts that with_sharing raises ``error`` matching ``match`` before stepping any env."""
+    steps = SpacesEnv.steps_taken + TwoTypeEnv.steps_taken
+    with pytest.raises(error, match=match):
+        with_sharing(config, options)
+    assert SpacesEnv.steps_taken + TwoTypeEnv.steps_taken == steps, "it pretrained first"
+
+
+def test_mapping_is_small_picklable_keeps_id_types_and_names_unknown_agents():
     mapping = AgentToModuleMapping({"b": "cluster_1", "a": "cluster_0"})
     clone = pickle.loads(pickle.dumps(mapping))
     assert clone == mapping and clone("a") == "cluster_0" and clone("b", None, worker=None) == "cluster_1"
     assert len(pickle.dumps(mapping)) < 500
     with pytest.raises(ValueError, match=r"no module for agent 'zed'.*knows 2 agents: \['a', 'b'\]"):
         mapping("zed")
+    assert AgentToModuleMapping({10: "x", 2: "y"})(2) == "y"  # int ids stay ints
 
 
-def test_env_that_is_not_multi_agent_is_rejected():
-    from ray.rllib.algorithms.ppo import PPOConfig
+def test_wrong_option_types_are_named_before_anything_runs():
+    message = r"SePS option transitions_per_agent='1000' has type str; it must be an integer. Fix: write " \
+              r"transitions_per_agent=1000, without quotes"
+    with pytest.raises(TypeError, match=message):
+        SePSCallback.with_options(transitions_per_agent="1000")
+    refused_before_pretraining(PPOConfig().environment(TwoTypeEnv), {"transitions_per_agent": "1000"},
+                               TypeError, message)
+    with pytest.raises(TypeError, match=r"SePS option progress=1 has type int; it must be a bool"):
+        SePSOptions(progress=1)
+    with pytest.raises(ValueError, match="Unknown SePS option 'n_cluster'. Did you mean 'n_clusters'"):
+        SePSOptions.from_dict({"n_cluster": 3})
 
-    with pytest.raises(TypeError, match="needs a multi-agent environment"):
-        with_sharing(PPOConfig().environment("CartPole-v1"))
+
+def test_more_clusters_than_agents_is_refused_before_pretraining():
+    refused_before_pretraining(PPOConfig().environment(TwoTypeEnv), {"n_clusters": 5, **QUICK}, ValueError,
+                               r"n_clusters=5 is larger than the number of agents \(4\).*Fix: n_clusters <= 4")
+
+
+@pytest.mark.parametrize(("observation", "action", "error", "match"), [
+    (gym.spaces.Text(5), gym.spaces.Discrete(2), TypeError,
+     r"Agent 'talker' has observation space Text\(1, 5, .*\) \(Text\), which cannot be padded"),
+    (VECTOR, gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2), TypeError,
+     r"Agent 'talker' has action space Tuple\(Discrete\(2\), Discrete\(2\)\) \(Tuple\); action padding supports"),
+], ids=["text-observation", "tuple-action"])
+def test_unsupported_spaces_are_refused_before_pretraining(observation, action, error, match):
+    config = spaces_config({"listener": VECTOR, "talker": observation})
+    config.env_config["action_spaces"]["talker"] = action
+    refused_before_pretraining(config, {"strategy": "seps", **QUICK}, error, match)
 
 
 def test_algorithm_without_multi_agent_support_is_rejected():
@@ -45,16 +79,63 @@ def test_algorithm_without_multi_agent_support_is_rejected():
         with_sharing(BCConfig().environment("bps_1"))
 
 
-def test_unknown_environment_and_option_are_named():
+def test_environments_that_are_not_multi_agent_are_named_with_the_fix():
+    with pytest.raises(TypeError, match="needs a multi-agent environment"):
+        with_sharing(PPOConfig().environment("CartPole-v1"))
     with pytest.raises(ValueError, match="Environment 'no_such_env' is not registered"):
         with_sharing(quick_ppo_config("no_such_env"))
-    with pytest.raises(ValueError, match="Unknown SePS option 'n_cluster'. Did you mean 'n_clusters'"):
-        SePSOptions.from_dict({"n_cluster": 3})
-    with pytest.raises(ValueError, match=r"n_clusters=0 is invalid"):
-        SePSOptions(n_clusters=0)
+    register_env("raw_speaker_listener", lambda cfg: simple_speaker_listener_v4.parallel_env())
+    with pytest.raises(TypeError, match=r"returns a PettingZoo ParallelEnv \(.*\), which RLlib's EnvRunners "
+                                        r"cannot step. Fix: wrap it in RLlib's ParallelPettingZooEnv"):
+        with_sharing(PPOConfig().environment("raw_speaker_listener"))
 
 
-def test_k_larger_than_agents_is_rejected_before_training():
-    with pytest.raises(ValueError, match=r"n_clusters=20 is larger than the number of agents \(15\)"):
-        with_sharing(quick_ppo_config("bps_1"), {"n_clusters": 20, "progress": False,
-                                                 "transitions_per_agent": 10})
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_nan_during_pretraining_names_the_agent_and_step(what):
+    config = spaces_config({"a": VECTOR, "b": VECTOR}, nan_at=("b", 3, what))
+    with pytest.raises(ValueError, match=rf"Agent 'b' got an? {what} with NaN or inf at step 3 of the random "
+                                         r"rollouts \(step 3 of its episode"):
+        with_sharing(config, {"strategy": "seps", **QUICK})
+
+
+def test_a_config_is_shared_once():
+    config, _ = with_sharing(PPOConfig().environment(TwoTypeEnv), {"strategy": "fups"})
+    assert config.to_dict()["seps"]["strategy"] == "fups"  # what Tune writes to params.json
+    with pytest.raises(ValueError, match="This config is shared already \\(strategy 'fups'\\)"):
+        with_sharing(config, {"strategy": "seps"})
+
+
+class LateJoinerEnv(MultiAgentEnv):
+    """Lists agents a and b, but from step 3 on an agent "late" acts too (not in possible_agents)."""
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.possible_agents = ["a", "b"]
+        self.agents = list(self.possible_agents)
+        self.observation_spaces = dict.fromkeys(["a", "b", "late"], VECTOR)
+        self.action_spaces = dict.fromkeys(["a", "b", "late"], gym.spaces.Discrete(2))
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return dict.fromkeys(self.possible_agents, np.zeros(3, np.float32)), {}
+
+    def step(self, action_dict):
+        self.t += 1
+        agents = ["a", "b", "late"] if self.t >= 3 else ["a", "b"]
+        done = {"__all__": self.t >= 10}
+        return dict.fromkeys(agents, np.zeros(3, np.float32)), dict.fromkeys(agents, 0.0), done, done, {}
+
+
+@pytest.mark.slow
+def test_an_agent_no_env_runner_can_map_makes_train_raise(ray_session):
+    config = (PPOConfig().environment(LateJoinerEnv).env_runners(num_env_runners=1)
+              .training(train_batch_size=100, minibatch_size=50, num_epochs=1)
+              .fault_tolerance(delay_between_env_runner_restarts_s=0))
+    config, _ = with_sharing(config, {"strategy": "fups"})
+    algo = config.build_algo()
+    try:  # RLlib ends the remote EnvRunner, logs its error and would train on without samples
+        with pytest.raises(ValueError, match=r"EnvRunners met agents \['late'\] that the SePS mapping has no "
+                                             r"module for \(it knows 2 agents: \['a', 'b'\]\).*Fix: list every"):
+            algo.train()
+    finally:
+        algo.stop()

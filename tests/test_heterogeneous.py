@@ -9,13 +9,13 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import ray
 from pettingzoo import ParallelEnv
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.columns import Columns
 from ray.tune.registry import register_env
 
 from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces, with_sharing
+from rllib_seps.rllib.internals import call_after_every_ray_init
 from rllib_seps.envs import SortedParallelEnv
 from rllib_seps.envs.pettingzoo_envs import simple_world_comm
 from rllib_seps.rllib.modules import SharedActorCriticModule
@@ -47,7 +47,7 @@ def _register_recording_env() -> None:
 
 _register_recording_env()
 # Ray forgets registrations when a session ends (other test modules start their own).
-ray._private.worker._post_init_hooks.append(_register_recording_env)
+call_after_every_ray_init(_register_recording_env)
 
 
 def ppo(env: str, **env_config) -> PPOConfig:
@@ -108,17 +108,6 @@ def test_simple_world_comm_fups_id_trains_and_never_sends_padded_actions(ray_ses
         run["algo"].stop()
 
 
-def test_simple_world_comm_seps_pretrains_and_trains(ray_session):
-    config, result = with_sharing(ppo("recording_swc", max_cycles=25, seed=0),
-                                  quick("seps", transitions_per_agent=200, n_clusters=2))
-    assert sorted(set(result.labels.tolist())) == [0, 1]
-    run = train_once(config)
-    try:
-        assert set(run["result"]["learners"]) >= {"cluster_0", "cluster_1"}
-    finally:
-        run["algo"].stop()
-
-
 def test_seps_cluster_mixing_spaces_is_padded_beside_a_plain_cluster(ray_session):
     base = ppo("recording_swc", max_cycles=25, seed=0)
     obs, act = env_spaces(env_creator_of(base), base.env_config)
@@ -175,29 +164,6 @@ def test_cooperative_pong_trains_with_each_image_indication(ray_session, method)
         assert run["algo"].get_module("shared").actor_body.is_image
     finally:
         run["algo"].stop()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("algorithm", "strategy"), [("APPO", "fups_id"), ("IMPALA", "fups_id"), ("IMPALA", "adaps")])
-def test_appo_and_impala_train_the_padded_module(ray_session, algorithm, strategy):
-    from ray.rllib.algorithms.appo import APPOConfig
-    from ray.rllib.algorithms.impala import IMPALAConfig
-
-    config_cls = {"APPO": APPOConfig, "IMPALA": IMPALAConfig}[algorithm]
-    config = (config_cls().environment("recording_swc", env_config={"max_cycles": 25, "seed": 0})
-              .env_runners(num_env_runners=0).training(train_batch_size=200)
-              .reporting(min_time_s_per_iteration=0))
-    pretraining = {"n_clusters": 3, "transitions_per_agent": 200, "updates": 200} if strategy == "adaps" else {}
-    config, _ = with_sharing(config, quick(strategy, **pretraining))
-    algo = config.build_algo()
-    try:
-        for _ in range(20):  # asynchronous learners report once they have updated
-            if "total_loss" in algo.train().get("learners", {}).get("shared", {}):
-                break
-        else:
-            pytest.fail(f"{algorithm} did not update the shared module in 20 iterations")
-    finally:
-        algo.stop()
 
 
 # --- What cannot be padded together: clear errors naming agents and spaces ----------------------

@@ -5,7 +5,12 @@ from __future__ import annotations
 import ray
 from ray.tune.registry import register_env
 
-from rllib_seps.rllib.internals import call_after_every_ray_init, registered_env_creator
+from rllib_seps.rllib.internals import (
+    call_after_every_ray_init,
+    rebuild_algorithm,
+    registered_env_creator,
+    tune_trial_dir,
+)
 
 
 def test_registered_env_creator_finds_what_register_env_registered():
@@ -29,3 +34,40 @@ def test_hooks_run_after_every_ray_init_and_keep_registrations_alive():
         finally:
             ray.shutdown()
     assert len(calls) == 2
+
+
+def test_rebuild_algorithm_builds_every_part_again_from_the_new_config(ray_session):
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from rllib_seps import with_sharing
+    from rllib_seps.rllib.modules import SharedActorCriticModule
+    from tests.conftest import TwoTypeEnv, per_agent_modules
+
+    config = (PPOConfig().environment(TwoTypeEnv).env_runners(num_env_runners=0)
+              .rl_module(model_config={"fcnet_hiddens": [8]}))
+    algo = per_agent_modules(config, TwoTypeEnv().possible_agents).build_algo()
+    try:
+        old_runner = algo.env_runner
+        shared, _ = with_sharing(config, {"strategy": "fups_id"})
+        rebuild_algorithm(algo, shared)
+        assert algo.config is shared
+        assert algo.env_runner is not old_runner and set(algo.env_runner.module.keys()) == {"shared"}
+        assert isinstance(algo.get_module("shared"), SharedActorCriticModule)  # the learner's
+        assert algo.env_runner.config.policy_mapping_fn("scout_0") == "shared"
+        # The EnvRunner's connectors are the new config's: it samples the padded module.
+        assert algo.env_runner.sample(num_timesteps=8, random_actions=False)
+    finally:
+        algo.stop()
+
+
+def test_trainables_keep_tunes_storage_context_where_tune_trial_dir_reads_it():
+    import inspect
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.trainable import Trainable
+
+    assert "self._storage = storage" in inspect.getsource(Trainable.__init__)
+    assert isinstance(StorageContext.trial_fs_path, property)
+    assert "self.storage_filesystem" in inspect.getsource(StorageContext.__init__)
+    # Outside Tune there is no trial directory (the Tune route: tests/test_callback.py).
+    assert tune_trial_dir(object()) is None

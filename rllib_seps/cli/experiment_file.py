@@ -275,11 +275,13 @@ def load_experiments(path: str | Path, *, config_overrides: Mapping | None = Non
     return experiments
 
 
-def share(experiment: Experiment):
+def share(experiment: Experiment, default_report_dir: str | Path | None = None):
     """The experiment's config with its sharing strategy applied, and the pretraining result.
 
     Runs SePS pretraining for ``seps`` and ``adaps`` (on the driver; with ``rollout_tasks`` on
-    the cluster). Plain experiments (no ``seps:``) come back unchanged, with None.
+    the cluster), printing the report and writing it into the ``seps:`` block's ``report_dir`` or
+    else ``default_report_dir``, as every route does. Plain experiments (no ``seps:``)
+    come back unchanged, with None.
 
     Raises:
         UserError: For an environment that is not multi-agent or options the env rules out.
@@ -294,7 +296,8 @@ def share(experiment: Experiment):
     except ValueError as error:
         raise UserError(source, f"{name}.run", str(error)) from None
     try:
-        return with_sharing(experiment.config, experiment.seps)
+        return with_sharing(experiment.config, experiment.seps,
+                            default_report_dir=default_report_dir)
     except TypeError as error:
         raise UserError(source, f"{name}.env", str(error)) from None
     except ValueError as error:

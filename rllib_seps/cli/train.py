@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from rllib_seps.cli.errors import UserError, closest
 from rllib_seps.cli.experiment_file import Experiment, load_experiments, share
@@ -111,14 +111,8 @@ def write_learning_curve(result, name: str) -> Path | None:
 
 def train_experiment(experiment: Experiment, storage: Path, args: argparse.Namespace) -> int:
     """Shares, pretrains (reporting the clusters), trains and reports one experiment."""
-    config, pretraining = share(experiment)
     experiment_dir = storage / experiment.name
-    if pretraining is not None:
-        from rllib_seps.pretraining.report import format_report, write_report
-
-        print(format_report(pretraining), flush=True)
-        files = write_report(pretraining, experiment_dir)
-        print(f"SePS report: {files['json']} and {files['png']}", flush=True)
+    config, _ = share(experiment, default_report_dir=experiment_dir)
     print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}), results in "
           f"{experiment_dir}", flush=True)
     result = fit(experiment, config, storage, checkpoint_freq=args.checkpoint_freq,

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.rollouts import Transitions
+from rllib_seps.sharing.mapping import AgentID
 
 
 class AgentEncoderDecoder(nn.Module):
@@ -64,7 +65,7 @@ class Embeddings:
     """The trained encoder's posterior for every agent.
 
     Attributes:
-        agent_ids: Agents in sorted order, one row each below.
+        agent_ids: Agents in ``sorted_agents`` order, one row each below.
         means: ``(N, m)`` posterior means (never a sample is clustered).
         stds: ``(N, m)`` posterior standard deviations.
         behaviour: ``(N, P * (D + 1))`` the decoder's predictions (next observation and reward,
@@ -74,7 +75,7 @@ class Embeddings:
         seconds: Wall time of the training.
     """
 
-    agent_ids: list[str]
+    agent_ids: list[AgentID]
     means: np.ndarray
     stds: np.ndarray
     behaviour: np.ndarray

@@ -11,7 +11,7 @@ import torch
 
 from rllib_seps.pretraining.clustering import Clustering, cluster_agents
 from rllib_seps.pretraining.encoder import Embeddings, train_encoder
-from rllib_seps.sharing.mapping import AgentToModuleMapping, cluster_module_id
+from rllib_seps.sharing.mapping import AgentID, AgentToModuleMapping, cluster_module_id
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.rollouts import EnvCreator, collect_random_rollouts
 
@@ -21,20 +21,22 @@ class PretrainingResult:
     """What pretraining found.
 
     Attributes:
-        agent_ids: Agents in sorted order (rows of ``embeddings``, entries of ``labels``).
+        agent_ids: Agents in ``sorted_agents`` order (rows of ``embeddings``, entries of ``labels``).
         embeddings: The encoder's per-agent posteriors.
         clustering: The clusters and how K was chosen.
         transitions: Transitions used, per agent.
         timings: Seconds spent in ``rollouts``, ``encoder``, ``clustering`` and ``total``.
+        options: The options pretraining ran with (and the strategy they ask for).
         adaps_masks: For strategy ``adaps``: the masks' densities and overlaps
             (:func:`rllib_seps.sharing.adaps.mask_report`), set by ``with_sharing``; else None.
     """
 
-    agent_ids: list[str]
+    agent_ids: list[AgentID]
     embeddings: Embeddings
     clustering: Clustering
-    transitions: dict[str, int]
+    transitions: dict[AgentID, int]
     timings: dict[str, float]
+    options: SePSOptions
     adaps_masks: dict[str, Any] | None = None
 
     @property
@@ -48,9 +50,11 @@ class PretrainingResult:
                                      for a, c in zip(self.agent_ids, self.labels)})
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready report: mapping, cluster sizes, scores per K, timings, transitions."""
+        """JSON-ready report: the options, mapping, cluster sizes, scores per K, timings,
+        transitions. Agent ids are written as strings where they are keys."""
         mapping = self.mapping
         summary = {
+            "options": self.options.to_dict(),
             "n_agents": len(self.agent_ids),
             "k": self.clustering.k,
             "k_reason": self.clustering.reason,
@@ -59,12 +63,12 @@ class PretrainingResult:
             "behaviour_spread": self.clustering.spread,
             "clusters": {m: mapping.agents_of(m) for m in mapping.module_ids},
             "cluster_sizes": {m: len(mapping.agents_of(m)) for m in mapping.module_ids},
-            "mapping": mapping.agent_to_module,
+            "mapping": {str(a): m for a, m in mapping.agent_to_module.items()},
             "transitions_total": int(sum(self.transitions.values())),
             "transitions_per_agent": int(min(self.transitions.values())),
             "encoder_losses": self.embeddings.losses,
             "timings_s": self.timings,
-            "embedding_means": {a: m.tolist() for a, m in zip(self.agent_ids, self.embeddings.means)},
+            "embedding_means": {str(a): m.tolist() for a, m in zip(self.agent_ids, self.embeddings.means)},
         }
         if self.adaps_masks is not None:
             summary["adaps_masks"] = self.adaps_masks
@@ -106,4 +110,5 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
     )
     timings = {"rollouts": data.seconds, "encoder": embeddings.seconds,
                "clustering": time.perf_counter() - t0, "total": time.perf_counter() - start}
-    return PretrainingResult(data.agent_ids, embeddings, clustering, data.per_agent_counts(), timings)
+    return PretrainingResult(data.agent_ids, embeddings, clustering, data.per_agent_counts(), timings,
+                             options)

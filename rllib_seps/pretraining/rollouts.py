@@ -16,6 +16,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from rllib_seps.sharing.mapping import AgentID, sorted_agents
+
 EnvCreator = Callable[[dict], Any]
 
 
@@ -24,7 +26,7 @@ class Transitions:
     """Every agent's transitions, flattened and zero-padded to common sizes.
 
     Attributes:
-        agent_ids: Agents in sorted order; ``agent`` indexes into it.
+        agent_ids: Agents in ``sorted_agents`` order; ``agent`` indexes into it.
         agent: ``(T,)`` int64, the agent of each transition.
         obs: ``(T, D)`` float32 observations (flattened, padded to the largest size D).
         action: ``(T, A)`` float32 action encodings (one-hot for discrete, raw for Box).
@@ -34,7 +36,7 @@ class Transitions:
         seconds: Wall time of the collection.
     """
 
-    agent_ids: list[str]
+    agent_ids: list[AgentID]
     agent: np.ndarray
     obs: np.ndarray
     action: np.ndarray
@@ -62,36 +64,96 @@ def _flattener(space: gym.Space) -> Callable[[Any], np.ndarray]:
 def make_env(env_creator: EnvCreator, env_config: dict) -> Any:
     """Creates the environment and checks that it is multi-agent.
 
-    Any env with ``possible_agents``, per-agent ``observation_spaces`` and ``action_spaces``, and
-    dict-based ``reset``/``step`` works (an RLlib ``MultiAgentEnv``); no RLlib import is needed.
+    Any env with ``possible_agents`` and dict-based ``reset``/``step`` works (an RLlib
+    ``MultiAgentEnv``, also behind gymnasium's wrappers); no RLlib import is needed.
 
     Raises:
         TypeError: If the creator returns something else.
     """
     env = env_creator(dict(env_config))
+    if not hasattr(env, "possible_agents") and hasattr(getattr(env, "unwrapped", None), "possible_agents"):
+        env = env.unwrapped  # gym.make() of a registered multi-agent env wraps it
     if not all(hasattr(env, name) for name in ("possible_agents", "reset", "step")):
         raise TypeError(
             f"SePS needs a multi-agent environment (ray.rllib.env.MultiAgentEnv), but the env "
-            f"creator returned {type(env).__name__}. Wrap a PettingZoo ParallelEnv with "
-            "rllib_seps.envs.SortedParallelEnv, or register a MultiAgentEnv."
+            f"creator returned {type(env).__name__}. Fix: register a MultiAgentEnv, or wrap a "
+            "PettingZoo env in RLlib's ParallelPettingZooEnv (parallel) or PettingZooEnv (AEC)."
         )
     return env
 
 
-def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
-                       seed: int, progress: bool) -> tuple[list[str], dict[str, list[np.ndarray]]]:
-    """Steps the env with uniform random actions until every agent has enough transitions.
+def _space_getter(env: Any, kind: str) -> Callable[[Any], gym.Space]:
+    """The env's public per-agent space accessor: RLlib's ``get_<kind>_space(agent)``, PettingZoo's
+    ``<kind>_space(agent)``, else the ``<kind>_spaces`` dict (which RLlib's wrappers may leave None)."""
+    getter = getattr(env, f"get_{kind}_space", None)
+    if callable(getter):
+        return getter
+    method = getattr(env, f"{kind}_space", None)
+    if callable(method):
+        return method
+    return lambda agent: getattr(env, f"{kind}_spaces")[agent]
+
+
+def agent_spaces(env: Any) -> tuple[list, dict, dict]:
+    """Every agent of a multi-agent env, with its observation and action space.
 
     Returns:
-        The sorted agent ids and, per agent, four lists: obs, action, reward, next_obs.
+        The agents in :func:`rllib_seps.sharing.mapping.sorted_agents` order (never the hash-seed
+        dependent order of a set), and their observation and action spaces.
+
+    Raises:
+        ValueError: If the env lists no agents, or gives an agent no space.
+    """
+    agents = sorted_agents(env.possible_agents)
+    if not agents:
+        raise ValueError(f"The environment {type(env).__name__} lists no possible_agents; SePS needs "
+                         "every agent that can act. Fix: set possible_agents in the env's __init__.")
+    spaces = []
+    for kind in ("observation", "action"):
+        get = _space_getter(env, kind)
+        found = {a: get(a) for a in agents}
+        missing = [a for a, space in found.items() if not isinstance(space, gym.Space)]
+        if missing:
+            raise ValueError(f"The environment {type(env).__name__} gives agents {missing[:10]} no "
+                             f"{kind} space. Fix: return each agent's space from get_{kind}_space(agent).")
+        spaces.append(found)
+    return agents, spaces[0], spaces[1]
+
+
+def _check_finite(values: np.ndarray, agent: Any, what: str, step: int, episode_step: int) -> None:
+    """Raises ValueError naming the agent and step if ``values`` hold NaN or inf."""
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(np.atleast_1d(values)))
+        raise ValueError(
+            f"Agent {agent!r} got {what} with NaN or inf at step {step} of the random rollouts "
+            f"(step {episode_step} of its episode; entries {bad[:10].tolist()}). SePS pretraining "
+            "cannot learn from them. Fix: make the environment return finite values."
+        )
+
+
+def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
+                       seed: int, progress: bool) -> tuple[list, dict[Any, list[list]]]:
+    """Steps the env with uniform random actions until every agent has enough transitions.
+
+    An agent's transition ends at its next observation, whenever that comes: at the next step
+    in parallel envs, after the other agents' turns in turn-based (AEC) ones; rewards received
+    in between are summed, as RLlib does.
+
+    Returns:
+        The agent ids (:func:`agent_spaces` order) and, per agent, four lists: obs, action,
+        reward, next_obs.
+
+    Raises:
+        ValueError: If an observation or reward holds NaN or inf (naming the agent and step).
+        RuntimeError: If some agent never collects enough transitions.
     """
     env = make_env(env_creator, env_config)
-    agent_ids = sorted(env.possible_agents)
+    agent_ids, obs_spaces, act_spaces = agent_spaces(env)
     rng = np.random.default_rng(seed)
     for i, aid in enumerate(agent_ids):
-        env.action_spaces[aid].seed(int(rng.integers(2**31)) + i)
-    flat_obs = {a: _flattener(env.observation_spaces[a]) for a in agent_ids}
-    flat_act = {a: _flattener(env.action_spaces[a]) for a in agent_ids}
+        act_spaces[aid].seed(int(rng.integers(2**31)) + i)
+    flat_obs = {a: _flattener(obs_spaces[a]) for a in agent_ids}
+    flat_act = {a: _flattener(act_spaces[a]) for a in agent_ids}
     data = {a: ([], [], [], []) for a in agent_ids}
     counts = dict.fromkeys(agent_ids, 0)
     # An agent that never acts would loop forever: give up after generous many steps.
@@ -99,35 +161,48 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     bar = tqdm(total=transitions_per_agent, desc="SePS rollouts", unit="transitions/agent",
                disable=not progress, leave=False)
     obs, _ = env.reset(seed=seed)
-    steps = 0
+    # Agent -> [flat obs, flat action, reward so far], until its next observation arrives.
+    pending: dict[Any, list] = {}
+    steps = episode_step = 0
     while min(counts.values()) < transitions_per_agent:
         if steps >= max_steps:
-            short = sorted(a for a, c in counts.items() if c < transitions_per_agent)
+            short = [a for a, c in counts.items() if c < transitions_per_agent]
             raise RuntimeError(
                 f"After {steps} random steps agents {short[:10]} still have fewer than "
                 f"{transitions_per_agent} transitions; do they ever act? Lower "
                 "transitions_per_agent or check the environment's agent list."
             )
-        actions = {a: env.action_spaces[a].sample() for a in obs}
+        actions = {a: act_spaces[a].sample() for a in obs}
+        for a, act in actions.items():
+            o = flat_obs[a](obs[a])
+            _check_finite(o, a, "an observation", steps, episode_step)
+            pending[a] = [o, flat_act[a](act), 0.0]
         next_obs, rewards, terminateds, truncateds, _ = env.step(actions)
         steps += 1
-        for a, act in actions.items():
-            if a not in next_obs:  # the agent left without a final observation
-                continue
-            o, u, r, n = data[a]
-            o.append(flat_obs[a](obs[a]))
-            u.append(flat_act[a](act))
-            r.append(float(rewards.get(a, 0.0)))
-            n.append(flat_obs[a](next_obs[a]))
-            counts[a] += 1
+        episode_step += 1
+        for a, r in rewards.items():
+            if a in pending:
+                _check_finite(np.asarray(r, np.float64), a, "a reward", steps, episode_step)
+                pending[a][2] += float(r)
+        for a, o in next_obs.items():
+            if a in pending:
+                n = flat_obs[a](o)
+                _check_finite(n, a, "an observation", steps, episode_step)
+                for column, value in zip(data[a], (*pending.pop(a), n)):
+                    column.append(value)
+                counts[a] += 1
         if steps % 50 == 0:
             bar.n = min(min(counts.values()), transitions_per_agent)
             bar.refresh()
         if terminateds.get("__all__") or truncateds.get("__all__"):
             obs, _ = env.reset()
+            pending.clear()  # agents that left without a final observation
+            episode_step = 0
         else:
-            obs = {a: o for a, o in next_obs.items()
-                   if not (terminateds.get(a) or truncateds.get(a))}
+            gone = {a for a in (*terminateds, *truncateds) if terminateds.get(a) or truncateds.get(a)}
+            for a in gone:
+                pending.pop(a, None)
+            obs = {a: o for a, o in next_obs.items() if a not in gone}
     bar.close()
     env.close()
     return agent_ids, data

@@ -1,8 +1,12 @@
-"""``SePSCallback``: add one callback to an existing RLlib config and get SePS.
+"""``SePSCallback``: add one callback to an existing RLlib config and get any sharing strategy.
 
-When the algorithm is built, the callback runs SePS pretraining on the config's environment,
-replaces the config's modules with one module per cluster (``cluster_0``, ``cluster_1``, ...) and
-installs the cluster mapping on the learners and on every EnvRunner.
+When the algorithm is built, the callback shares the algorithm's config with
+:func:`rllib_seps.with_sharing` (the same code path as sharing at config time: pretraining, plan,
+modules, mapping, padding connectors), then builds the algorithm's EnvRunners, learners and
+helper actors again from the shared config with RLlib's own setup. Everything RLlib builds from a
+config therefore holds the sharing: EnvRunners that Ray restarts (they are created with the
+shared config), ``algo.restore_env_runners()``, checkpoints (they save the shared config) and
+Tune trials.
 
 Example::
 
@@ -12,145 +16,90 @@ Example::
         PPOConfig()
         .environment("bps_1")
         .multi_agent(policies={"shared"}, policy_mapping_fn=lambda aid, *a, **kw: "shared")
-        .callbacks(SePSCallback.with_options(n_clusters="auto", seed=0))
+        .callbacks(SePSCallback.with_options(strategy="seps", seed=0))
     )
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-import logging
 from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
-from rllib_seps.rllib.configure import check_algorithm, env_creator_of, env_spaces, module_specs
-from rllib_seps.sharing.mapping import AgentToModuleMapping
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining.pipeline import run_pretraining
-from rllib_seps.pretraining.report import format_report, write_report
-from rllib_seps.sharing.plan import build_plan
-
-logger = logging.getLogger(__name__)
+from rllib_seps.pretraining.pipeline import PretrainingResult
+from rllib_seps.rllib.configure import OPTIONS_KEY, with_sharing
+from rllib_seps.rllib.internals import rebuild_algorithm, tune_trial_dir
 
 # Key of the pretraining report in the first training result.
 RESULT_KEY = "seps"
 
 
-def _install_mapping(env_runner: Any, mapping: AgentToModuleMapping, modules: list[str]) -> None:
-    """Points a (restarted) EnvRunner's config at the cluster modules and mapping (a new config:
-    the EnvRunner's own is frozen)."""
-    config = env_runner.config.copy(copy_frozen=False)
-    config.multi_agent(policies=set(modules), policy_mapping_fn=mapping, policies_to_train=modules)
-    config.freeze()
-    env_runner.config = config
-
-
 class SePSCallback(RLlibCallback):
-    """Runs SePS pretraining when the algorithm is built and trains one module per cluster.
+    """Shares the algorithm's modules with the chosen strategy when the algorithm is built.
 
-    The config it is added to must be multi-agent already (e.g. one shared module); the callback
-    replaces those modules. On restore from a checkpoint it does nothing new: the cluster modules
-    and mapping come back with the checkpoint's config. When Ray restarts an EnvRunner (which comes
-    back with the modules and mapping of the original config), the callback puts the clusters back.
+    Supports what :func:`rllib_seps.with_sharing` supports: every strategy (``nops``, ``fups``,
+    ``fups_id``, ``seps``, ``adaps``), padding, indication and AdaPS masks, with PPO, APPO and
+    IMPALA. The config it is added to must build as it is: for agents whose spaces differ that
+    means one module per agent (as RLlib requires), e.g. ``config.multi_agent(policies={str(a)
+    for a in agents}, policy_mapping_fn=lambda aid, *a, **kw: str(aid))``; the callback replaces
+    those modules.
 
-    The pretraining report is logged, written (JSON and PNG) to ``report_dir`` or the trial's
-    directory, and added to the first training result under ``"seps"``.
+    On restore from a checkpoint (whose config records the options under ``"seps"``) it does
+    nothing new. The pretraining report is printed, written (JSON and PNG, paths printed) into
+    ``report_dir``, else the Tune trial's directory (beside ``params.json``), else the algorithm's
+    ``logdir``, and added to the first training result under ``"seps"``. The options are also
+    recorded in the algorithm's config (``config.seps``).
+
+    Note: rebuilding calls ``on_algorithm_init`` of the rebuilt algorithm's callbacks; callbacks
+    listed after this one in ``config.callbacks(...)`` are also called by the first build.
 
     Args:
         **options: :class:`rllib_seps.options.SePSOptions` fields. RLlib instantiates callbacks
-            without arguments, so pass options with :meth:`with_options` (or functools.partial).
-            Strategies that need padding connectors (``fups_id``, ``adaps``, heterogeneous
-            clusters) must be set at config time with :func:`rllib_seps.with_sharing`.
+            without arguments (in the driver and in every EnvRunner), so pass options with
+            :meth:`with_options`.
     """
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
         self.options = SePSOptions.from_dict(options)
-        self.result = None
-        self.report_files: dict = {}
-        self._report_pending = False
+        self.result: PretrainingResult | None = None
 
     @classmethod
     def with_options(cls, **options: Any) -> functools.partial:
-        """A zero-argument factory for ``config.callbacks(...)``; options are checked now."""
-        SePSOptions.from_dict(options)
-        return functools.partial(cls, **options)
+        """A zero-argument factory for ``config.callbacks(...)``, holding every option (so that its
+        text in Tune's ``params.json`` shows them all); options are checked now.
+
+        Raises:
+            ValueError, TypeError: For an unknown option or a bad value.
+        """
+        return functools.partial(cls, **SePSOptions.from_dict(options).to_dict())
 
     @override(RLlibCallback)
     def on_algorithm_init(self, *, algorithm: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
-        config = algorithm.config
-        if isinstance(config.policy_mapping_fn, AgentToModuleMapping):
-            return  # restored from a checkpoint: the clusters are already in place
-        check_algorithm(config)
-        if not config.is_multi_agent:
-            raise ValueError(
-                "SePSCallback needs a multi-agent config to start from; add e.g. "
-                "config.multi_agent(policies={'shared'}, policy_mapping_fn=lambda aid, *a, **kw: 'shared')."
-            )
-        creator = env_creator_of(config)
-        obs_spaces, act_spaces = env_spaces(creator, config.env_config)
-        if self.options.strategy != "seps":
-            raise ValueError(f"SePSCallback trains strategy 'seps'; for {self.options.strategy!r} "
-                             "use rllib_seps.with_sharing(config, {'strategy': ...}) at config time.")
-        result = run_pretraining(creator, copy.deepcopy(dict(config.env_config)), self.options)
-        plan = build_plan("seps", obs_spaces, act_spaces, labels=result.labels)
-        if plan.needs_connectors:
-            mixed = [m for m, p in plan.modules.items() if not p.plain]
-            raise ValueError(
-                f"Clusters {mixed} hold agents with different observation or action spaces, which "
-                "need padding connectors that cannot be added to a built algorithm. Use "
-                "rllib_seps.with_sharing(config, {'strategy': 'seps'}) instead of the callback."
-            )
-        self._replace_modules(algorithm, plan.mapping, module_specs(plan, self.options.module_kwargs))
-
-        self.result = result
-        logger.info("\n%s", format_report(result))
-        print(format_report(result), flush=True)
-        directory = self.options.report_dir or getattr(algorithm, "logdir", None)
-        if directory:
-            self.report_files = write_report(result, directory)
-        self._report_pending = True
-
-    @staticmethod
-    def _replace_modules(algorithm: Any, mapping: AgentToModuleMapping, specs: Any) -> None:
-        """Adds the cluster modules, then removes the config's original ones."""
-        default_class = algorithm.config.get_default_rl_module_spec().module_class
-        new_ids = sorted(specs.rl_module_specs)
-        old_ids = [m for m in algorithm.config.policies if m not in specs.rl_module_specs]
-        for module_id in new_ids:
-            spec = specs.rl_module_specs[module_id]
-            spec.module_class = spec.module_class or default_class
-            spec.model_config = algorithm.config.model_config | (spec.model_config or {})
-            algorithm.add_module(module_id, spec, new_agent_to_module_mapping_fn=mapping,
-                                 new_should_module_be_updated=new_ids)
-        for module_id in old_ids:
-            algorithm.remove_module(module_id, new_agent_to_module_mapping_fn=mapping,
-                                    new_should_module_be_updated=new_ids)
-
-    @override(RLlibCallback)
-    def on_env_runners_recreated(self, *, algorithm: Any, env_runner_group: Any,
-                                 env_runner_indices: list[int], is_evaluation: bool,
-                                 **kwargs: Any) -> None:
-        mapping = algorithm.config.policy_mapping_fn
-        if not isinstance(mapping, AgentToModuleMapping):
+        recorded = getattr(algorithm.config, OPTIONS_KEY, None)
+        if recorded is not None:  # restored from a checkpoint, or the rebuild below
+            if SePSOptions.from_dict(recorded) != self.options:
+                raise ValueError(f"This config is shared already, with options {recorded}, which differ "
+                                 f"from SePSCallback's {self.options.to_dict()}. Fix: share once, "
+                                 "either with the callback or with with_sharing.")
             return
-        modules = mapping.module_ids
-        env_runner_group.foreach_env_runner(
-            lambda er: _install_mapping(er, mapping, modules),
-            remote_worker_ids=env_runner_indices, local_env_runner=False,
-        )
-        logger.warning("SePS: reinstalled the cluster mapping on restarted EnvRunners %s.",
-                       env_runner_indices)
+        report_dir = tune_trial_dir(algorithm) or getattr(algorithm, "logdir", None)
+        config, result = with_sharing(algorithm.config, self.options, default_report_dir=report_dir)
+        rebuild_algorithm(algorithm, config)
+        # The rebuild made new callback objects; hand the report to this callback's successor.
+        for callback in algorithm.callbacks:
+            if isinstance(callback, SePSCallback):
+                callback.result = result
+                break
 
     @override(RLlibCallback)
     def on_train_result(self, *, algorithm: Any, metrics_logger: Any = None, result: dict,
                         **kwargs: Any) -> None:
-        if self._report_pending:
+        if self.result is not None:
             summary = self.result.summary()
             summary.pop("embedding_means")
-            summary["report_files"] = {k: str(v) for k, v in self.report_files.items()}
             result[RESULT_KEY] = summary
-            self._report_pending = False
+            self.result = None  # the report comes with the first result only

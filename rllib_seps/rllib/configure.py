@@ -1,42 +1,60 @@
-"""Puts a sharing plan into an RLlib ``AlgorithmConfig``: policies, mapping, module specs and the
-padding connectors. :func:`with_sharing` does it all at config time, for users who build configs
-in code (the callback does the same when the algorithm is built).
+"""Puts a sharing strategy into an RLlib ``AlgorithmConfig``.
+
+:func:`with_sharing` is the one path from a config and :class:`SePSOptions` to the shared config
+and the pretraining result, for every route: users who build configs in code call it,
+``rllib train`` calls it, and :class:`rllib_seps.rllib.callback.SePSCallback` calls it when the
+algorithm is built. It checks everything that can be known before any work, runs SePS
+pretraining (``seps``, ``adaps``), builds the sharing plan, and hands it to :func:`apply_plan`,
+the one place where a plan becomes config settings (policies, mapping, module specs, padding
+connectors).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import uuid
+from pathlib import Path
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from ray.rllib.models.utils import get_filter_config
 
-from rllib_seps.sharing.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
-from rllib_seps.options import MULTI_AGENT_ALGORITHMS, SePSOptions
+from rllib_seps.options import MULTI_AGENT_ALGORITHMS, UNSUPPORTED_ALGORITHMS, SePSOptions
 from rllib_seps.pretraining.pipeline import PretrainingResult, run_pretraining
-from rllib_seps.pretraining.rollouts import EnvCreator, make_env
-from rllib_seps.sharing.plan import SharingPlan, build_plan
+from rllib_seps.pretraining.report import publish_report
+from rllib_seps.pretraining.rollouts import EnvCreator, agent_spaces, make_env
+from rllib_seps.sharing.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
+from rllib_seps.sharing.mapping import AgentToModuleMapping, sorted_agents
+from rllib_seps.sharing.plan import SharingPlan, build_plan, is_flat_vector
 
+OPTIONS_KEY = "seps"
+"""Config key that records the options a config was shared with: ``config.seps`` (set through
+``update_from_dict``, so it is in ``to_dict()``, Tune's ``params.json`` and checkpoints). A config
+that has it is shared already; :class:`SePSCallback` then does nothing new (on restore)."""
 
 
 def check_algorithm(config: AlgorithmConfig) -> None:
-    """Raises ValueError unless the config's algorithm can train several modules."""
+    """Raises ValueError unless the config's algorithm trains every strategy (by name, with the fix)."""
     name = getattr(config.algo_class, "__name__", str(config.algo_class))
     if not config.enable_rl_module_and_learner:
         raise ValueError(f"rllib-seps needs RLlib's new API stack, but this {name} config has it "
                          "disabled; call config.api_stack(enable_rl_module_and_learner=True, "
                          "enable_env_runner_and_connector_v2=True).")
+    if name in UNSUPPORTED_ALGORITHMS:
+        raise ValueError(f"Algorithm {name} is not supported by rllib-seps: "
+                         f"{UNSUPPORTED_ALGORITHMS[name]}. Fix: use one of {', '.join(MULTI_AGENT_ALGORITHMS)}.")
     if name not in MULTI_AGENT_ALGORITHMS:
         raise ValueError(f"Algorithm {name} cannot train multi-agent modules on the new API "
                          f"stack; use one of {', '.join(MULTI_AGENT_ALGORITHMS)}.")
 
 
 def env_creator_of(config: AlgorithmConfig) -> EnvCreator:
-    """The creator RLlib would use for ``config.env`` (a registered name or a class)."""
+    """The creator RLlib's EnvRunners use for ``config.env``: a name registered with
+    ``register_env``, a gymnasium id (made with ``gym.make(id, **env_config)``) or a class."""
     env = config.env
     if isinstance(env, str):
         from rllib_seps.envs import ENVIRONMENTS
@@ -48,23 +66,66 @@ def env_creator_of(config: AlgorithmConfig) -> EnvCreator:
             return creator
         if env in ENVIRONMENTS:  # ours, also between ray.shutdown() and the next ray.init()
             return rllib_creator(ENVIRONMENTS[env])
-        if env in gym.registry:  # a gymnasium id: RLlib would gym.make it (single-agent)
-            return lambda env_config: gym.make(env)
+        if env in gym.registry:
+            return lambda env_config: gym.make(env, **env_config)
         raise ValueError(f"Environment {env!r} is not registered with RLlib; call "
                          "ray.tune.registry.register_env(name, creator) first, or import "
                          "rllib_seps.envs for the paper's environments.")
-    if isinstance(env, type) and issubclass(env, MultiAgentEnv):
+    if isinstance(env, type):
         return env
-    raise ValueError(f"config.env must be a registered name or a MultiAgentEnv class; got {env!r}.")
+    raise ValueError(f"config.env must be a registered name, a gymnasium id or a MultiAgentEnv "
+                     f"class; got {env!r}.")
 
 
 def env_spaces(env_creator: EnvCreator, env_config: dict) -> tuple[dict, dict]:
-    """Every agent's observation and action space, agents sorted."""
+    """Every agent's observation and action space (agents in ``sorted_agents`` order), read
+    through the env's public ``get_observation_space(agent)`` / ``get_action_space(agent)``.
+
+    Raises:
+        TypeError: If the env is not multi-agent (a raw PettingZoo env, named with its fix).
+    """
     env = make_env(env_creator, env_config)
-    agents = sorted(env.possible_agents)
-    spaces = ({a: env.observation_spaces[a] for a in agents}, {a: env.action_spaces[a] for a in agents})
-    env.close()
-    return spaces
+    try:
+        _refuse_raw_pettingzoo(env)
+        _, observation_spaces, action_spaces = agent_spaces(env)
+    finally:
+        env.close()
+    return observation_spaces, action_spaces
+
+
+def _refuse_raw_pettingzoo(env: Any) -> None:
+    """Raises TypeError for a PettingZoo env RLlib's EnvRunners cannot step without its wrapper."""
+    from pettingzoo import AECEnv, ParallelEnv
+
+    for kind, wrapper in ((ParallelEnv, "ParallelPettingZooEnv"), (AECEnv, "PettingZooEnv")):
+        if isinstance(env, kind):
+            raise TypeError(
+                f"The env creator returns a PettingZoo {kind.__name__} ({type(env).__name__}), which "
+                f"RLlib's EnvRunners cannot step. Fix: wrap it in RLlib's {wrapper}, e.g. "
+                f"register_env(name, lambda cfg: {wrapper}(make_env(**cfg))) with "
+                f"from ray.rllib.env.wrappers.pettingzoo_env import {wrapper}.")
+
+
+def default_module_reads(model_config: dict) -> Callable[[gym.Space], bool]:
+    """Whether RLlib's default module (its catalog) reads an observation space as it is: flat
+    vectors, and images of the shapes it has CNN filters for (or with ``conv_filters`` set).
+    Anything else (Dict, Tuple, Discrete, small images) goes through a layout and the shared
+    module (:func:`rllib_seps.sharing.plan.build_plan`)."""
+
+    def reads(space: gym.Space) -> bool:
+        if is_flat_vector(space):
+            return True
+        if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 3):
+            return False
+        if model_config.get("conv_filters"):
+            return True
+        try:
+            get_filter_config(space.shape)
+        except ValueError:  # "No default CNN configuration for obs shape ..."
+            return False
+        return True
+
+    return reads
 
 
 def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRLModuleSpec:
@@ -90,8 +151,69 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
     return MultiRLModuleSpec(rl_module_specs=specs)
 
 
+class UnmappedAgentsLog:
+    """The agents that EnvRunners could not map, kept by a named Ray actor: RLlib ends an
+    EnvRunner whose ``sample()`` raises (its memory goes with it) and only logs the error."""
+
+    def __init__(self) -> None:
+        self.agents: list = []
+
+    def add(self, agent: Any) -> None:
+        if agent not in self.agents:
+            self.agents.append(agent)
+
+    def get(self) -> list:
+        return list(self.agents)
+
+
+class RecordUnmappedAgent:
+    """``on_unmapped`` hook of a config's :class:`AgentToModuleMapping`: records the agent in the
+    config's :class:`UnmappedAgentsLog` actor (created on the first unmappable agent), where
+    :func:`raise_on_unmapped_agents` finds it. Picklable; every copy of a config shares the name."""
+
+    def __init__(self) -> None:
+        self.actor_name = f"rllib_seps_unmapped_agents_{uuid.uuid4().hex}"
+
+    def __call__(self, agent: Any) -> None:
+        import ray
+
+        if ray.is_initialized():
+            log = ray.remote(UnmappedAgentsLog).options(
+                name=self.actor_name, lifetime="detached", get_if_exists=True, num_cpus=0).remote()
+            ray.get(log.add.remote(agent))
+
+
+def raise_on_unmapped_agents(*, algorithm: Any, **kwargs: Any) -> None:
+    """``on_train_result`` hook: raises on the driver when an EnvRunner met an agent that the SePS
+    mapping has no module for (otherwise iterations would train nothing, with a logged error).
+
+    Raises:
+        ValueError: Naming the agents and the fix.
+    """
+    import ray
+
+    mapping = algorithm.config.policy_mapping_fn
+    record = getattr(mapping, "on_unmapped", None)
+    if not isinstance(record, RecordUnmappedAgent):
+        return
+    try:
+        log = ray.get_actor(record.actor_name)
+    except ValueError:  # no EnvRunner met an unmappable agent
+        return
+    unmapped = sorted_agents(ray.get(log.get.remote()))
+    ray.kill(log)
+    known = list(mapping.agent_to_module)
+    raise ValueError(
+        f"EnvRunners met agents {unmapped[:10]} that the SePS mapping has no module for (it knows "
+        f"{len(known)} agents: {known[:10]}); RLlib stopped those EnvRunners and dropped their "
+        "samples. Fix: list every agent that can ever act in the environment's possible_agents (on "
+        "every EnvRunner, whatever its env_config), then build the config again.")
+
+
 def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> AlgorithmConfig:
     """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``.
+
+    Also adds :func:`raise_on_unmapped_agents` to the config's ``on_train_result`` callbacks.
 
     Raises:
         ValueError: If the config's model_config has settings a shared module would not honour.
@@ -102,7 +224,8 @@ def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | 
 
         # RLlib merges the config's model_config into every module's: check what they will see.
         check_model_config({**config.model_config, **(model_config or {})})
-    config.multi_agent(policies=set(plan.modules), policy_mapping_fn=plan.mapping,
+    mapping = AgentToModuleMapping(plan.mapping.agent_to_module, on_unmapped=RecordUnmappedAgent())
+    config.multi_agent(policies=set(plan.modules), policy_mapping_fn=mapping,
                        policies_to_train=sorted(plan.modules))
     config.rl_module(rl_module_spec=module_specs(plan, model_config))
     if plan.needs_connectors:
@@ -115,31 +238,73 @@ def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | 
         config.env_runners(env_to_module_connector=env_to_module_factory(plan),
                            module_to_env_connector=to_env)
         config.environment(normalize_actions=False, clip_actions=False)
+    hooks = config.callbacks_on_train_result
+    hooks = [] if hooks is None else list(hooks) if isinstance(hooks, (list, tuple)) else [hooks]
+    config.callbacks(on_train_result=[*hooks, raise_on_unmapped_agents])
     return config
 
 
-def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] | None = None,
-                 ) -> tuple[AlgorithmConfig, PretrainingResult | None]:
+def check_before_pretraining(config: AlgorithmConfig, options: SePSOptions, observation_spaces: dict,
+                             action_spaces: dict) -> None:
+    """Raises for what the environment's spaces tell before pretraining: more clusters than
+    agents, and spaces the strategy cannot serve (for ``seps``, whose clusters are not known yet,
+    each agent's own spaces; for ``adaps``, all agents in one module).
+
+    Raises:
+        ValueError, TypeError: Naming the option, agent or space at fault and the fix.
+    """
+    n_agents = len(observation_spaces)
+    if options.strategy in ("seps", "adaps") and options.n_clusters != "auto" and options.n_clusters > n_agents:
+        raise ValueError(f"SePS option n_clusters={options.n_clusters} is larger than the number of "
+                         f"agents ({n_agents}) in the environment. Fix: n_clusters <= {n_agents}, or "
+                         '"auto".')
+    if options.strategy == "seps":  # every agent alone through a layout: its spaces can be padded
+        build_plan("nops", observation_spaces, action_spaces, default_reads=lambda space: False)
+        return
+    model_config = {**config.model_config, **options.module_kwargs}
+    labels = [0] * n_agents if options.strategy == "adaps" else None
+    plan = build_plan(options.strategy, observation_spaces, action_spaces, labels,
+                      default_reads=default_module_reads(model_config))
+    if plan.needs_connectors:
+        from rllib_seps.rllib.modules import check_model_config
+
+        check_model_config(model_config)
+
+
+def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] | None = None, *,
+                 default_report_dir: str | Path | None = None) -> tuple[AlgorithmConfig, PretrainingResult | None]:
     """Returns a copy of ``config`` set up for the chosen sharing strategy, ready to build.
 
-    For ``seps`` and ``adaps`` this runs SePS pretraining now, on the config's environment.
-    For ``adaps`` each cluster's centre is the mean of its agents' encoder means; the masks'
-    densities and overlaps are stored in ``result.adaps_masks`` (and so in the report).
+    For ``seps`` and ``adaps`` this runs SePS pretraining now, on the config's environment, and
+    prints the report (:func:`rllib_seps.pretraining.report.publish_report`). For ``adaps`` each
+    cluster's centre is the mean of its agents' encoder means; the masks' densities and overlaps
+    are stored in ``result.adaps_masks`` (and so in the report). The options are recorded in the
+    new config under ``"seps"`` (see :data:`OPTIONS_KEY`).
 
     Args:
-        config: An RLlib config of a multi-agent capable algorithm with a multi-agent env.
+        config: An RLlib config of PPO, APPO or IMPALA with a multi-agent env (any hashable agent
+            ids; one module or one per agent, it does not matter: the plan replaces them).
         options: :class:`SePSOptions` or a dict of them (``strategy`` picks the sharing).
+        default_report_dir: Where to write the report when ``options.report_dir`` is None (the
+            callback passes the trial's directory, ``rllib train`` the experiment's); if both
+            are None the report is printed only.
 
     Returns:
         The new config and the pretraining result (None for strategies without clusters).
 
     Raises:
-        ValueError: For an algorithm or environment that cannot do multi-agent, or bad options.
+        ValueError, TypeError: Before any pretraining, for bad options, an unsupported algorithm
+            or space, more clusters than agents, or an environment that is not multi-agent.
     """
     options = options if isinstance(options, SePSOptions) else SePSOptions.from_dict(options)
+    recorded = getattr(config, OPTIONS_KEY, None)
+    if recorded is not None:
+        raise ValueError(f"This config is shared already (strategy {recorded.get('strategy')!r}); "
+                         "share the original config once, with one set of options.")
     check_algorithm(config)
     creator = env_creator_of(config)
     obs_spaces, act_spaces = env_spaces(creator, config.env_config)
+    check_before_pretraining(config, options, obs_spaces, act_spaces)
     result = None
     if options.strategy in ("seps", "adaps"):
         result = run_pretraining(creator, copy.deepcopy(dict(config.env_config)), options)
@@ -152,8 +317,13 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
                                                masked_layers=options.adaps_masked_layers, seed=options.seed))
         result.adaps_masks = _adaps_mask_report(config, model_config, centres)
     plan = build_plan(options.strategy, obs_spaces, act_spaces,
-                      labels=None if result is None else result.labels, centres=centres)
-    return apply_plan(config, plan, model_config), result
+                      labels=None if result is None else result.labels, centres=centres,
+                      default_reads=default_module_reads({**config.model_config, **model_config}))
+    shared = apply_plan(config, plan, model_config)
+    shared.update_from_dict({OPTIONS_KEY: options.to_dict()})
+    if result is not None:
+        publish_report(result, options.report_dir or default_report_dir)
+    return shared, result
 
 
 def _adaps_mask_report(config: AlgorithmConfig, model_config: dict, centres: np.ndarray) -> dict[str, Any]:

@@ -36,3 +36,38 @@ def call_after_every_ray_init(fn: Callable[[], None]) -> None:
     hooks = ray._private.worker._post_init_hooks
     if fn not in hooks:
         hooks.append(fn)
+
+
+def rebuild_algorithm(algorithm: Any, config: Any) -> None:
+    """Builds a running algorithm's parts again from ``config``, as ``config.build_algo()`` would.
+
+    Stops its EnvRunners, learners and helper actors (``Algorithm.cleanup``), sets the validated,
+    frozen ``config`` and runs the algorithm's own ``setup`` again, which builds every part (also
+    algorithm-specific ones, such as IMPALA's aggregator actors) from it. EnvRunner actors are
+    created with ``config``, so Ray restarts them with it.
+
+    Why not public: RLlib has no API to re-configure a built algorithm. ``add_module`` /
+    ``remove_module`` change modules and the mapping but not the EnvRunners' connectors, and a
+    restarted EnvRunner comes back with the config it was created with. ``setup`` (public,
+    meant to be called by ``Trainable.__init__``) reads ``algorithm.config``, not its argument,
+    when given an ``AlgorithmConfig``; ``cleanup`` is what ``stop()`` runs.
+    """
+    config.validate()
+    config.freeze()
+    algorithm.cleanup()
+    algorithm.config = config
+    algorithm.setup(config)
+
+
+def tune_trial_dir(algorithm: Any) -> str | None:
+    """The trial's directory in Tune's storage (beside ``params.json`` and ``result.json``), when
+    the algorithm runs as a Tune trial on a local storage path; else None.
+
+    Why private: a Trainable keeps its ``StorageContext`` in ``_storage`` and exposes only
+    ``logdir``, the trial's working directory, which Tune copies to the storage path only with
+    ``SyncConfig(sync_artifacts=True)``: a report written there would be lost with the Ray session.
+    """
+    storage = getattr(algorithm, "_storage", None)
+    if storage is None or storage.storage_filesystem.type_name != "local":
+        return None
+    return storage.trial_fs_path

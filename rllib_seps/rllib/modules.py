@@ -63,9 +63,19 @@ DEFAULT_HIDDENS = tuple(_RLLIB_DEFAULTS.fcnet_hiddens)
 so that a padded or AdaPS module has as many parameters as RLlib's own module for full sharing."""
 DEFAULT_ACTIVATION = _RLLIB_DEFAULTS.fcnet_activation
 """Activation when model_config has no "fcnet_activation": RLlib's default ("tanh")."""
-DEFAULT_CONV_FILTERS = ((16, 4, 2), (32, 4, 2))
-"""(out_channels, kernel, stride) of each conv layer when model_config has no "conv_filters";
-small enough for 32x32 to 84x84 images."""
+def default_conv_filters(image_shape: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
+    """(out_channels, kernel, stride) of each conv layer when model_config has no "conv_filters".
+
+    Images of 16 pixels a side or more (up to Atari's 84x84): two layers of kernel 4, stride 2.
+    Smaller ones (grid worlds such as 7x7): kernel 3 (or the image's side), stride 1, so that no
+    cell is skipped; one layer when a second would not fit.
+    """
+    side = int(min(image_shape[:2]))
+    if side >= 16:
+        return (16, 4, 2), (32, 4, 2)
+    kernel = min(3, side)
+    layers = ((16, kernel, 1), (32, kernel, 1))
+    return layers if side - kernel + 1 >= kernel else layers[:1]
 
 
 LAYOUT_KEY = "seps_input_layout"
@@ -114,7 +124,7 @@ def padded_module_spec(module_plan: ModulePlan, model_config: dict) -> RLModuleS
             padded action space become the module's spaces, and the layout joins the model_config.
         model_config: ``fcnet_hiddens`` (default RLlib's, [256, 256]), ``fcnet_activation``
             (default RLlib's, "tanh"), ``conv_filters`` (list of [out_channels, kernel, stride],
-            default [[16, 4, 2], [32, 4, 2]]), ``conv_activation`` (default "relu"),
+            default :func:`default_conv_filters`), ``conv_activation`` (default "relu"),
             ``vf_share_layers`` (default False: the critic has its own body), and the ``adaps_*``
             keys of :func:`rllib_seps.sharing.adaps.adaps_model_config`.
 
@@ -267,7 +277,7 @@ class Body(nn.Module):
         super().__init__()
         self.is_image = len(obs_space.shape) == 3
         if self.is_image:
-            filters = model_config.get("conv_filters") or DEFAULT_CONV_FILTERS
+            filters = model_config.get("conv_filters") or default_conv_filters(obs_space.shape)
             self.conv = ConvStack(obs_space.shape, filters, model_config.get("conv_activation", "relu"))
             in_size = self.conv.out_size
             low = np.asarray(obs_space.low, np.float64)

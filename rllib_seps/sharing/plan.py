@@ -1,22 +1,24 @@
 """From a sharing strategy (and clusters) to a plan: which module each agent uses, and what each
 module sees. The plan is what connectors, modules and the RLlib config are built from.
 
-A module whose agents all have the same spaces and that needs no indication or masks is *plain*:
-RLlib's default module for the algorithm serves it, with no connector. Every other module is
-*shared*: it sees the input described by its :class:`rllib_seps.sharing.layout.InputLayout`
-(padded, possibly indicated observation, action mask and, for AdaPS, the agent's cluster).
+A module whose agents all have the same spaces, that needs no indication or masks, and whose
+observation space the algorithm's default module reads (RLlib's catalog: flat vectors, and images
+of the sizes it has CNN filters for) is *plain*: RLlib's default module serves it, with no
+connector. Every other module is *shared*: it sees the input described by its
+:class:`rllib_seps.sharing.layout.InputLayout` (padded, possibly indicated observation, action
+mask and, for AdaPS, the agent's cluster).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import gymnasium as gym
 
 from rllib_seps.sharing import spaces as sp
 from rllib_seps.sharing.layout import AgentCode, InputLayout
-from rllib_seps.sharing.mapping import AgentToModuleMapping, cluster_module_id
+from rllib_seps.sharing.mapping import AgentID, AgentToModuleMapping, cluster_module_id, sorted_agents
 
 SHARED_MODULE_ID = "shared"
 # Beyond this many agents a one-hot id is wasteful: a binary code indicates them compactly.
@@ -55,7 +57,7 @@ class ModulePlan:
             empty when unknown (the module then uses equidistant centres).
     """
 
-    agents: tuple[str, ...]
+    agents: tuple[AgentID, ...]
     observation_space: gym.Space
     action_space: gym.Space
     layout: InputLayout | None = None
@@ -78,7 +80,7 @@ class SharingPlan:
     """
 
     strategy: str
-    agents: dict[str, AgentPlan] = field(default_factory=dict)
+    agents: dict[AgentID, AgentPlan] = field(default_factory=dict)
     modules: dict[str, ModulePlan] = field(default_factory=dict)
 
     @property
@@ -97,40 +99,63 @@ def _default_indication(space: gym.Space, n: int) -> str:
     return "one_hot" if n <= ONE_HOT_MAX_AGENTS else "binary"
 
 
-def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
-               action_spaces: Mapping[str, gym.Space], labels: Sequence[int] | None = None, *,
+def _all_same(spaces) -> bool:
+    """True if every space is exactly the same; False for one :func:`space_key` cannot compare
+    (the layout then names the agent whose space it cannot serve)."""
+    try:
+        return len({sp.space_key(space) for space in spaces}) == 1
+    except TypeError:
+        return False
+
+
+def is_flat_vector(space: gym.Space) -> bool:
+    """True for a 1-D Box: what every algorithm's default module reads (the plan's default
+    ``default_reads``)."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+
+
+def build_plan(strategy: str, observation_spaces: Mapping[AgentID, gym.Space],
+               action_spaces: Mapping[AgentID, gym.Space], labels: Sequence[int] | None = None, *,
                indication: str | None = None, force_padding: bool = False,
-               centres: Sequence[Sequence[float]] | None = None) -> SharingPlan:
+               centres: Sequence[Sequence[float]] | None = None,
+               default_reads: Callable[[gym.Space], bool] = is_flat_vector) -> SharingPlan:
     """Builds the plan of a sharing strategy.
 
     Args:
         strategy: ``nops`` (one module per agent), ``fups`` (one module), ``fups_id`` (one module
             plus agent indication), ``seps`` (one module per cluster) or ``adaps`` (one module,
             one mask per cluster).
-        observation_spaces: Every agent's observation space.
+        observation_spaces: Every agent's observation space (agents of any hashable id).
         action_spaces: Every agent's action space.
-        labels: Cluster of each agent, agents in sorted order (needed by seps and adaps).
+        labels: Cluster of each agent, agents in :func:`sorted_agents` order (needed by seps
+            and adaps).
         indication: Indication method for ``fups_id`` (default: one-hot agent index up to
             64 agents, a binary code beyond, a binary image code for images).
         force_padding: Serve even homogeneous modules through the padding connector and module
             (used to measure their overhead).
         centres: ``adaps`` only: `(K, m)` centre of each cluster (e.g. the mean encoder mean of
             its agents), kept in the module plan for the masks. Optional.
+        default_reads: Whether the algorithm's default module reads an observation space as it
+            is; a homogeneous module whose space it cannot read (a Dict, a small image) is served
+            through a layout (flattened, or the shared module's CNN) instead of plain.
 
     Raises:
         ValueError: For an unknown strategy, missing labels, or spaces that cannot share.
     """
-    agents = sorted(observation_spaces)
-    if sorted(action_spaces) != agents:
+    agents = sorted_agents(observation_spaces)
+    if set(action_spaces) != set(agents):
         raise ValueError("Observation and action spaces must name the same agents; differ in "
-                         f"{sorted(set(agents) ^ set(action_spaces))}.")
+                         f"{sorted_agents(set(agents) ^ set(action_spaces))}.")
     if strategy in ("seps", "adaps") or indication == "type":
         if labels is None or len(labels) != len(agents):
             raise ValueError(f"Strategy {strategy!r} (indication {indication!r}) needs one cluster label per agent "
                              f"({len(agents)}); got {None if labels is None else len(labels)}.")
         labels = [int(label) for label in labels]
     if strategy == "nops":
-        module_of = {a: a for a in agents}
+        module_of = {a: str(a) for a in agents}  # RLlib's module ids are strings
+        if len(set(module_of.values())) < len(agents):
+            raise ValueError(f"Agents {agents} give the same module id as strings; nops needs one "
+                             "module id per agent. Fix: give the agents distinct names.")
     elif strategy in ("fups", "fups_id", "adaps"):
         module_of = dict.fromkeys(agents, SHARED_MODULE_ID)
     elif strategy == "seps":
@@ -156,9 +181,9 @@ def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
         method = None
         if strategy == "fups_id":
             method = indication or _default_indication(obs[members[0]], len(members))
-        homogeneous = (len({sp.space_key(s) for s in obs.values()}) == 1
-                       and len({sp.space_key(s) for s in act.values()}) == 1)
-        if homogeneous and method is None and not n_clusters and not force_padding:
+        homogeneous = _all_same(obs.values()) and _all_same(act.values())
+        as_is = homogeneous and method is None and not n_clusters and not force_padding
+        if as_is and default_reads(obs[members[0]]):
             plan.modules[module_id] = ModulePlan(tuple(members), obs[members[0]], act[members[0]])
             for a in members:
                 plan.agents[a] = AgentPlan(module_id, observation_spaces[a], action_spaces[a])
@@ -175,5 +200,6 @@ def build_plan(strategy: str, observation_spaces: Mapping[str, gym.Space],
             code = layout.agent_code(action_spaces[a], indicator=indicator,
                                      cluster=label_of[a] if n_clusters else None)
             plan.agents[a] = AgentPlan(module_id, observation_spaces[a], action_spaces[a], code)
-    plan.agents = dict(sorted(plan.agents.items()))
+    plan.agents = {a: plan.agents[a] for a in agents}
+    plan.modules = dict(sorted(plan.modules.items()))
     return plan
