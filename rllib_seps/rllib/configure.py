@@ -19,6 +19,7 @@ from rllib_seps.sharing.adaps import CENTRES_KEY, adaps_model_config, mask_repor
 from rllib_seps.options import MULTI_AGENT_ALGORITHMS, SePSOptions
 from rllib_seps.pretraining.pipeline import PretrainingResult, run_pretraining
 from rllib_seps.pretraining.rollouts import EnvCreator, make_env
+from rllib_seps.rllib.learners import sync_every_module
 from rllib_seps.sharing.plan import SharingPlan, build_plan
 
 
@@ -96,7 +97,7 @@ def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | 
     Raises:
         ValueError: If the config's model_config has settings a shared module would not honour.
     """
-    config = config.copy(copy_frozen=False)
+    config = sync_every_module(config.copy(copy_frozen=False))
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
 
