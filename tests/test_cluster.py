@@ -25,11 +25,10 @@ import pytest
 
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.rollouts import tasks_per_node
+from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1,
-        "seps": {"transitions_per_agent": 200, "updates": 300, "progress": False}}
 STARTED = "Ray runtime started"
 
 

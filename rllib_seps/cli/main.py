@@ -45,7 +45,7 @@ def parse_json(text: str | None, option: str) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rllib", description="Train RLlib (with SePS parameter sharing) from classic YAML "
-        "experiment files, and evaluate checkpoints.")
+        "experiment files, resume stopped runs, and evaluate checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train_parser = commands.add_parser("train", help="train from an experiment file")
