@@ -210,7 +210,7 @@ class Run:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.end()
                 pytest.fail(f"no {line!r} in time:\n{self.text()[-3000:]}{self.err.read_text()[-3000:]}")
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     def wait(self, timeout: float = 300) -> int:
         try:
@@ -229,13 +229,13 @@ class Run:
 
 @pytest.mark.slow
 def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
-    """Ctrl-C after iteration 1 (exit 130), ``rllib resume``, SIGKILL after iteration 2,
+    """Ctrl-C after iteration 1 (exit 130), ``rllib resume``, SIGKILL after iteration 2 (of 4),
     ``rllib resume`` again to the end: the iteration count continues from a checkpoint each time,
     pretraining never runs again and the clusters stay those of the report. Then ``rllib
     evaluate`` rolls out the experiment's newest checkpoint."""
     experiment = tmp_path / "bps_1-seps-ppo"
     train = Run(tmp_path, "train", "train", "file", str(ROOT / "tuned_configs" / "bps_1-seps-ppo.yaml"),
-                "--stop", json.dumps({"training_iteration": 3}), "--config", json.dumps(TINY),
+                "--stop", json.dumps({"training_iteration": 4}), "--config", json.dumps(TINY),
                 "--checkpoint-freq", "1", "--storage-path", str(tmp_path), "--num-cpus", "2")
     try:
         train.wait_for("[bps_1-seps-ppo] iter    1")
@@ -259,7 +259,7 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     assert last.wait() == 0, last.text()[-3000:] + last.err.read_text()[-3000:]
     iterations = [int(i) for i in re.findall(r"^\[bps_1-seps-ppo\] iter +(\d+)", last.text(), re.M)]
     # From the newest checkpoint Tune recorded: after SIGKILL that may be iteration 1's.
-    assert iterations[0] >= 2 and iterations[-1] == 3, iterations
+    assert iterations[0] >= 2 and iterations[-1] == 4, iterations
     for run in (killed, last):
         assert "SePS:" not in run.text() and "SePS rollouts" not in run.err.read_text()
     assert report.read_text() == written

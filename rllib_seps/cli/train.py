@@ -69,8 +69,8 @@ def checked_stopper(stop: Mapping, *, source: str, prefix: str = "",
             if never and self.results[trial_id] >= patience:
                 numeric = sorted(k for k, v in flat.items() if isinstance(v, (int, float)))
                 raise UserError(source, f"{prefix}{never[0]}", f"none of the first {patience} "
-                                "training results reported this key, so it would never stop "
-                                f"training{closest(never[0], numeric)} (e.g. training_iteration, "
+                                "training results reported this key, so this criterion can never "
+                                f"stop training{closest(never[0], numeric)} (e.g. training_iteration, "
                                 "env_runners/num_env_steps_sampled_lifetime, "
                                 "env_runners/episode_return_mean)")
             return any(key in flat and flat[key] >= value for key, value in self.criteria.items())

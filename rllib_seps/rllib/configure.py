@@ -92,7 +92,9 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
 
 
 def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> AlgorithmConfig:
-    """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``.
+    """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``, with a
+    learner that cannot hang when one of several learners gets no rows of a module
+    (:func:`rllib_seps.rllib.learners.sync_every_module`).
 
     Raises:
         ValueError: If the config's model_config has settings a shared module would not honour.
