@@ -31,7 +31,7 @@ _INT, _NUMBER = (numbers.Integral,), (numbers.Real,)
 _TYPE_NAMES = {numbers.Integral: "an integer", numbers.Real: "a number", bool: "a bool", str: "a string",
                type(None): "None", dict: "a dict"}
 _TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("max_clusters", "transitions_per_agent", "rollout_tasks", "latent_dim",
+    **dict.fromkeys(("max_clusters", "transitions_per_agent", "latent_dim",
                      "hidden_size", "batch_size", "updates", "probe_transitions", "seed"), _INT),
     **dict.fromkeys(("kl_weight", "lr", "separation_threshold", "adaps_drop_threshold"), _NUMBER),
     **dict.fromkeys(("normalize", "progress"), (bool,)),
@@ -67,8 +67,10 @@ class SePSOptions:
     transitions_per_agent: int = 4000
     """Random-policy transitions collected per agent. 4000 recovers the paper tasks' types (see
     benchmarks/pretraining.py); the paper's code used 200k, far more than needed."""
-    rollout_tasks: int = 0
-    """Ray tasks that collect rollouts in parallel (use the cluster); 0 collects in-process."""
+    rollout_tasks: int | Literal["auto"] = "auto"
+    """Ray tasks that collect rollouts in parallel, spread over the cluster's nodes; 0 collects
+    in-process. "auto": one task per alive node when Ray runs on several nodes, else in-process
+    (so the data, and the clusters, follow the number of nodes; set a number to fix them)."""
     latent_dim: int = 5
     """Size m of the agent embedding (5 in the paper)."""
     hidden_size: int = 128
@@ -138,7 +140,9 @@ class SePSOptions:
         for name in ("transitions_per_agent", "latent_dim", "hidden_size", "batch_size", "updates",
                      "probe_transitions"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
-        _check(self.rollout_tasks >= 0, "rollout_tasks", self.rollout_tasks, "must be >= 0")
+        tasks = self.rollout_tasks
+        _check(tasks == "auto" or (isinstance(tasks, int) and not isinstance(tasks, bool) and tasks >= 0),
+               "rollout_tasks", tasks, 'must be "auto" or an integer >= 0')
         _check(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be >= 0")
         _check(self.lr > 0, "lr", self.lr, "must be > 0")
         _check(self.separation_threshold > 0, "separation_threshold", self.separation_threshold,

@@ -13,6 +13,11 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 import rllib_seps.envs  # noqa: F401  (registers the paper's environments with RLlib)
 
 
+# A budget that makes one iteration of a tuned config take seconds (for --config and overrides).
+TINY = {"train_batch_size": 200, "minibatch_size": 100, "num_epochs": 1, "num_env_runners": 0,
+        "seps": {"transitions_per_agent": 200, "updates": 300, "progress": False}}
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     """A 2-CPU local Ray instance for the tests of one module, shut down afterwards."""

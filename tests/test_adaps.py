@@ -1,16 +1,10 @@
-"""AdaPS (issue #4): masks from cluster centres, masked modules, and PPO with one or two learners.
+"""AdaPS (issue #4): masks from cluster centres, masked modules, and PPO (two learners: test_learners.py).
 
 Pure mask tests need neither Ray nor torch; module tests build modules without Ray; the end-to-end
 tests train real PPO on tiny budgets (one local EnvRunner, 200-step train batches).
 """
 
 from __future__ import annotations
-
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import gymnasium as gym
 import numpy as np
@@ -198,47 +192,6 @@ def test_adaps_has_as_many_trainable_parameters_as_fups():
 
 
 # ------------------------------------------------------------------ PPO end to end
-
-
-# First in file order, before the module's Ray session starts: it runs its own Ray in a subprocess.
-TWO_LEARNERS = textwrap.dedent("""
-    import ray, rllib_seps.envs
-    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
-    from rllib_seps.sharing.plan import build_plan
-    from tests.conftest import batch_of, quick_ppo_config
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        config = (quick_ppo_config("bps_1", max_cycles=25).training(train_batch_size=200, minibatch_size=100)
-                  .learners(num_learners=2, num_cpus_per_learner=1))
-        obs, act = env_spaces(env_creator_of(config), config.env_config)
-        plan = build_plan("adaps", obs, act, labels=[i // 5 for i in range(15)])
-        algo = apply_plan(config, plan, {"fcnet_hiddens": [32, 32]}).build_algo()
-        for _ in range(2):
-            algo.train()
-        state = algo.learner_group.get_state(components="learner/rl_module/shared")
-        assert "actor_body.mlp.cluster_mask_0" in state["learner"]["rl_module"]["shared"]
-        algo.stop()
-        print("TRAINED TWO ITERATIONS")
-    finally:
-        ray.shutdown()
-""")
-
-
-def test_two_ddp_learners_train_adaps_without_hanging():
-    """One module for all agents: every learner's shard holds data for it, so DDP cannot stall
-    on a module without data (upstream issue #63819). A hang fails after 300 s."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen([sys.executable, "-c", TWO_LEARNERS], cwd=root, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the child and the Ray processes it started
-        output, _ = process.communicate()
-        pytest.fail(f"PPO with 2 learners did not finish 2 iterations in 300 s:\n{output[-3000:]}")
-    assert process.returncode == 0 and "TRAINED TWO ITERATIONS" in output, output[-3000:]
 
 
 def learner_module(algo, module_id="shared"):

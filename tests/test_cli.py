@@ -1,20 +1,28 @@
-"""The ``rllib`` command: mistakes in experiment files end in one line naming file and key."""
+"""The ``rllib`` command: mistakes in experiment files end in one line naming file and key; runs
+exit non-zero when interrupted or failed, and resume after Ctrl-C or SIGKILL."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from rllib_seps.cli.errors import UserError
-from rllib_seps.cli.evaluate import find_checkpoint, format_returns
+from rllib_seps.cli.errors import INTERRUPTED, UserError
+from rllib_seps.cli.evaluate import agents_per_module, find_checkpoint, format_returns
 from rllib_seps.cli.experiment_file import load_experiments
 from rllib_seps.cli.main import main
-from rllib_seps.cli.train import checked_stopper, progress_line
+from rllib_seps.cli.train import STOP_KEY_PATIENCE, checked_stopper, progress_line
 from rllib_seps.cli.plots import plot_learning_curve
+from rllib_seps.rllib.internals import checkpoint_config
+from tests.conftest import TINY
 
 RLLIB = Path(sys.executable).parent / "rllib"
 
@@ -78,7 +86,9 @@ def test_missing_file_and_bad_json_options(tmp_path, capsys):
     code, err = run_main(capsys, "train", "file", str(path), "--stop", "[1]")
     assert code == 2 and err.startswith("rllib: error: --stop: must be a JSON object")
     code, err = run_main(capsys, "evaluate", str(tmp_path))
-    assert code == 2 and "no RLlib algorithm checkpoint here" in err
+    assert code == 2 and err.startswith(f"rllib: error: {tmp_path}: no checkpoint here")
+    code, err = run_main(capsys, "resume", str(tmp_path))
+    assert code == 2 and err.startswith(f"rllib: error: {tmp_path}: not an experiment directory")
 
 
 def test_console_script_prints_one_line_and_exits_2(tmp_path):
@@ -129,23 +139,14 @@ def test_progress_line_reads_nested_and_flat_results():
     assert "no episode finished yet" in progress_line("x", {"training_iteration": 1})
 
 
-def test_returns_table_sums_modules_into_total():
-    table = format_returns({"cluster_0": [-1.0, -3.0], "cluster_1": [-2.0, -2.0]},
-                           {"cluster_0": {"a", "b"}, "cluster_1": {"c"}})
-    lines = table.splitlines()
-    assert lines[1].split() == ["cluster_0", "2", "-2.00", "1.00"]
-    assert lines[-1].split() == ["total", "3", "-4.00", "1.00"]
-
-
-def test_find_checkpoint_takes_the_newest_below_a_directory(tmp_path):
-    for name in ("checkpoint_000000", "checkpoint_000001"):
-        directory = tmp_path / "trial" / name
-        (directory / "learner_group").mkdir(parents=True)
-        for marker in ("class_and_ctor_args.pkl", "algorithm_state.pkl",
-                       "learner_group/class_and_ctor_args.pkl"):
-            (directory / marker).write_bytes(b"")
-    assert find_checkpoint(tmp_path).name == "checkpoint_000001"
-    assert find_checkpoint(tmp_path / "trial" / "checkpoint_000000").name == "checkpoint_000000"
+def test_returns_table_lists_modules_and_the_total_over_episodes():
+    runners = {"module_episode_returns_mean": {"cluster_1": -2.0, "cluster_0": -2.0},
+               "episode_return_mean": -4.0, "episode_return_min": -5.0, "episode_return_max": -3.0,
+               "num_episodes": 2}
+    lines = format_returns(runners, agents_per_module(["a", "b", "c"], {"a": "cluster_0", "b": "cluster_0",
+                                                                        "c": "cluster_1"}.get)).splitlines()
+    assert lines[1].split() == ["cluster_0", "2", "-2.00"]
+    assert lines[-1] == f"{'total':<20} {3:>6}  {-4.0:>12.2f}  (min -5.00, max -3.00 over 2 episodes)"
 
 
 def test_learning_curve_is_written_with_module_panel(tmp_path):
@@ -159,11 +160,125 @@ def test_learning_curve_is_written_with_module_panel(tmp_path):
         plot_learning_curve(frame.drop(columns=["env_runners/episode_return_mean"]), tmp_path / "x.png")
 
 
-def test_stopper_stops_at_thresholds_and_on_unknown_keys():
-    stopper = checked_stopper({"env_runners": {"num_env_steps_sampled_lifetime": 400}})
+def test_stopper_waits_for_keys_a_result_lacks_and_names_one_never_reported():
+    stopper = checked_stopper({"env_runners": {"num_env_steps_sampled_lifetime": 400}},
+                              source="f.yaml", prefix="exp.stop.")
+    assert not stopper("t", {"training_iteration": 1})  # sampling timed out: no env_runners/...
     assert not stopper("t", {"env_runners": {"num_env_steps_sampled_lifetime": 200}})
+    for _ in range(STOP_KEY_PATIENCE):  # reported once: later results may lack it
+        assert not stopper("t", {"training_iteration": 3})
     assert stopper("t", {"env_runners/num_env_steps_sampled_lifetime": 400})
-    assert not stopper.missing
-    typo = checked_stopper({"training_iter": 2})
-    assert typo("t", {"training_iteration": 1}) and typo.missing == ["training_iter"]
-    assert typo.result_keys == ["training_iteration"]
+    typo = checked_stopper({"training_iter": 2}, source="--stop", patience=3)
+    assert not typo("t", {"training_iteration": 1}) and not typo("t", {"training_iteration": 2})
+    with pytest.raises(UserError, match="^--stop: training_iter: none of the first 3 training "
+                       "results reported this key.*did you mean 'training_iteration'"):
+        typo("t", {"training_iteration": 3})
+
+
+# ------------------------------------------------------------------ runs: exit status and resume
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_failed_trial_exits_1(tmp_path, capsys):
+    # A plain RLlib run whose environment cannot be built: the trial fails in Tune.
+    path = write(tmp_path, VALID.replace("    seps: {strategy: seps, n_clusters: 3}\n",
+                                         "    env_config: {max_cycles: 0}\n    num_env_runners: 0\n"))
+    code = main(["train", "file", str(path), "--storage-path", str(tmp_path), "--num-cpus", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"rllib: error: exp: training failed: ValueError: max_cycles must be >= 1, got 0." in err
+    assert f"rllib resume {tmp_path / 'exp'} retries from the last checkpoint" in err
+
+
+class Run:
+    """``rllib ...`` in its own session (so that it and the Ray processes it starts can be
+    ended together), its output in files."""
+
+    def __init__(self, tmp_path: Path, name: str, *args: str):
+        self.out, self.err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen([str(RLLIB), *args], stdout=out, stderr=err,
+                                            cwd=tmp_path, start_new_session=True)
+
+    def text(self) -> str:
+        return self.out.read_text()
+
+    def wait_for(self, line: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while line not in self.text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.end()
+                pytest.fail(f"no {line!r} in time:\n{self.text()[-3000:]}{self.err.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.end()
+
+    def end(self) -> None:
+        """Kills whatever is left of the run's session."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+
+@pytest.mark.slow
+def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
+    """Ctrl-C after iteration 1 (exit 130), ``rllib resume``, SIGKILL after iteration 2 (of 4),
+    ``rllib resume`` again to the end: the iteration count continues from a checkpoint each time,
+    pretraining never runs again and the clusters stay those of the report. Then ``rllib
+    evaluate`` rolls out the experiment's newest checkpoint."""
+    experiment = tmp_path / "bps_1-seps-ppo"
+    train = Run(tmp_path, "train", "train", "file", str(ROOT / "tuned_configs" / "bps_1-seps-ppo.yaml"),
+                "--stop", json.dumps({"training_iteration": 4}), "--config", json.dumps(TINY),
+                "--checkpoint-freq", "1", "--storage-path", str(tmp_path), "--num-cpus", "2")
+    try:
+        train.wait_for("[bps_1-seps-ppo] iter    1")
+        train.process.send_signal(signal.SIGINT)
+        assert train.wait(timeout=120) == INTERRUPTED
+    finally:
+        train.end()
+    assert f"rllib resume {experiment}" in train.err.read_text()
+    report = experiment / "seps_report.json"
+    written = report.read_text()  # with pretraining's timings: a rerun would change them
+
+    killed = Run(tmp_path, "killed", "resume", str(experiment), "--num-cpus", "2")
+    try:
+        killed.wait_for("[bps_1-seps-ppo] iter    2")
+        killed.process.kill()
+    finally:
+        killed.end()
+    assert "iter    1" not in killed.text()  # continued from the checkpoint of iteration 1
+
+    last = Run(tmp_path, "last", "resume", str(experiment), "--num-cpus", "2")
+    assert last.wait() == 0, last.text()[-3000:] + last.err.read_text()[-3000:]
+    iterations = [int(i) for i in re.findall(r"^\[bps_1-seps-ppo\] iter +(\d+)", last.text(), re.M)]
+    # From the newest checkpoint Tune recorded: after SIGKILL that may be iteration 1's.
+    assert iterations[0] >= 2 and iterations[-1] == 4, iterations
+    for run in (killed, last):
+        assert "SePS:" not in run.text() and "SePS rollouts" not in run.err.read_text()
+    assert report.read_text() == written
+
+    checkpoint = Path(re.search(r"^Checkpoint: (.+)$", last.text(), re.M).group(1))
+    assert find_checkpoint(experiment) == find_checkpoint(checkpoint.parent) == checkpoint
+    _, config = checkpoint_config(str(checkpoint))
+    assert config.policy_mapping_fn.agent_to_module == json.loads(written)["mapping"]
+    curve = Path(re.search(r"^Learning curve: (.+)$", last.text(), re.M).group(1))
+    assert curve.is_file() and curve.parent == checkpoint.parent
+
+    # The experiment directory's newest checkpoint, rolled out: returns per cluster.
+    evaluate = subprocess.run([str(RLLIB), "evaluate", str(experiment), "--episodes", "2",
+                               "--num-cpus", "1"], capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
+    assert f"Evaluated {checkpoint} on bps_1: 2 episodes, greedy actions" in evaluate.stdout
+    rows = {line.split()[0]: line.split() for line in evaluate.stdout.splitlines()[1:]}
+    clusters = sorted(m for m in rows if m.startswith("cluster_"))
+    assert clusters == sorted(set(json.loads(written)["mapping"].values())) and rows["total"][1] == "15"
+    total = float(rows["total"][2])
+    assert total == pytest.approx(sum(float(rows[m][2]) for m in clusters), abs=0.05)
+    assert total < 0  # BPS rewards are negative distances

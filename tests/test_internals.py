@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import ray
 from ray.tune.registry import register_env
 
 from rllib_seps.rllib.internals import (
     call_after_every_ray_init,
+    checkpoint_config,
     rebuild_algorithm,
     registered_env_creator,
     tune_trial_dir,
@@ -71,3 +73,24 @@ def test_trainables_keep_tunes_storage_context_where_tune_trial_dir_reads_it():
     assert "self.storage_filesystem" in inspect.getsource(StorageContext.__init__)
     # Outside Tune there is no trial directory (the Tune route: tests/test_callback.py).
     assert tune_trial_dir(object()) is None
+
+
+def test_checkpoint_config_reads_the_class_and_config_a_checkpoint_was_saved_with(tmp_path):
+    from ray.rllib.algorithms.ppo import PPO, PPOConfig
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        config = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+                  .training(lr=0.0123, train_batch_size=64, minibatch_size=32))
+        algo = config.build_algo()
+        try:
+            path = algo.save_to_path(str(tmp_path / "checkpoint"))
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    algo_class, saved = checkpoint_config(path)
+    assert algo_class is PPO and isinstance(saved, PPOConfig)
+    assert (saved.env, saved.lr, saved.train_batch_size) == ("CartPole-v1", 0.0123, 64)
+    with pytest.raises(ValueError, match="is not an RLlib checkpoint: it has no class_and_ctor_args.pkl"):
+        checkpoint_config(str(tmp_path))

@@ -1,9 +1,12 @@
-"""Mistakes in the command line or an experiment file, shown as one line."""
+"""Mistakes in the command line or an experiment file, shown as one line; exit statuses."""
 
 from __future__ import annotations
 
 import difflib
 from typing import Sequence
+
+# Exit status of an interrupted command, as the shell reports Ctrl-C: 128 + SIGINT.
+INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -21,7 +24,6 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return ": ".join(part for part in (self.source, self.key, self.message) if part)
-
 
 
 def closest(key: str, known: Sequence[str]) -> str:

@@ -4,84 +4,86 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from rllib_seps.cli.errors import UserError
 from rllib_seps.cli.session import ray_running
 
-CHECKPOINT_MARKER = "class_and_ctor_args.pkl"
-
 
 def find_checkpoint(path: str | Path) -> Path:
-    """``path`` if it is an algorithm checkpoint, else the newest checkpoint below it.
+    """``path`` if it is a checkpoint, else the newest checkpoint of the Tune experiment or trial
+    directory at ``path``.
 
     Raises:
-        UserError: If there is no checkpoint at or below ``path``.
+        UserError: If there is no checkpoint there.
     """
+    from ray import tune
+    from ray.rllib.algorithms.algorithm import Algorithm
+
     path = Path(path).expanduser().resolve()
-    if (path / CHECKPOINT_MARKER).is_file():
+    if not path.is_dir():
+        raise UserError(str(path), None, "no such directory; pass a checkpoint, trial or experiment "
+                        "directory (e.g. results/<experiment name>)")
+    if (path / Algorithm.CLASS_AND_CTOR_ARGS_FILE_NAME).is_file():
         return path
-    # Only whole-algorithm checkpoints: components (learner, env runner) have markers too.
-    found = [p.parent for p in (path.rglob(CHECKPOINT_MARKER) if path.is_dir() else [])
-             if (p.parent / "algorithm_state.pkl").is_file()]
-    found.sort(key=lambda p: (p.stat().st_mtime, str(p)))
+    checkpoints = []
+    # An experiment directory (every trial's), or a trial directory inside one (its own).
+    for experiment, trial_path in ((path, None), (path.parent, path)):
+        if tune.Tuner.can_restore(str(experiment)):
+            analysis = tune.ExperimentAnalysis(str(experiment))
+            checkpoints = [analysis.get_last_checkpoint(trial) for trial in analysis.trials
+                           if trial_path is None or Path(trial.path) == trial_path]
+            break
+    found = [Path(checkpoint.path) for checkpoint in checkpoints if checkpoint is not None]
     if not found:
-        raise UserError(str(path), None, "no RLlib algorithm checkpoint here (a directory with "
-                        f"{CHECKPOINT_MARKER}); pass a checkpoint_00000x directory or a trial directory")
-    return found[-1]
+        raise UserError(str(path), None, "no checkpoint here; pass a checkpoint_00000x directory, or "
+                        "the trial or experiment directory of a run that saved one (--checkpoint-freq)")
+    return max(found, key=lambda p: (p.stat().st_mtime, str(p)))
 
 
-def restore_for_evaluation(checkpoint: Path, seed: int | None):
-    """The checkpoint's algorithm, rebuilt with one local EnvRunner and a local learner.
+def restore_for_evaluation(checkpoint: Path, *, episodes: int, explore: bool, seed: int):
+    """The checkpoint's algorithm, rebuilt to evaluate ``episodes`` episodes in this process.
 
-    The checkpoint's own config (modules, mapping, connectors) is kept; only where it runs and
-    the seed change, so that evaluation needs no remote actors.
+    The checkpoint's own config (modules, mapping, connectors) is kept; only where it runs (one
+    local EnvRunner, a local learner), the seed, exploration and the evaluation length change,
+    so that evaluation needs no remote actors.
     """
-    import pickle
+    from rllib_seps.rllib.internals import checkpoint_config
 
-    with open(checkpoint / CHECKPOINT_MARKER, "rb") as f:
-        ctor = pickle.load(f)
-    algo_class, stored = ctor["class"], ctor["ctor_args_and_kwargs"][0][0]
-    # Under Tune the algorithm was built from the config's dict form.
-    if isinstance(stored, dict):
-        config = algo_class.get_default_config().update_from_dict(stored)
-    else:
-        config = stored.copy(copy_frozen=False)
-    config.env_runners(num_env_runners=0, create_local_env_runner=True)
+    try:
+        algo_class, config = checkpoint_config(str(checkpoint))
+    except ValueError as error:
+        raise UserError(str(checkpoint), None, str(error)) from None
+    config.env_runners(num_env_runners=0, create_local_env_runner=True, explore=explore)
     config.learners(num_learners=0)
-    config.evaluation(evaluation_interval=None, evaluation_num_env_runners=0)
-    if seed is not None:
-        config.debugging(seed=seed)
+    # Evaluated on the local EnvRunner: RLlib's evaluate() uses it when no evaluation
+    # EnvRunners are configured; every episode counts in the means.
+    config.evaluation(evaluation_interval=None, evaluation_num_env_runners=0,
+                      evaluation_duration=episodes, evaluation_duration_unit="episodes")
+    config.reporting(metrics_num_episodes_for_smoothing=episodes)
+    config.debugging(seed=seed)
     return algo_class.from_checkpoint(str(checkpoint), config=config)
 
 
-def returns_per_module(episodes) -> tuple[dict[str, list[float]], dict[str, set]]:
-    """Per module: each episode's return summed over the agents mapped to it; and its agents."""
-    returns: dict[str, list[float]] = {}
-    agents: dict[str, set] = {}
-    for episode in episodes:
-        totals: dict[str, float] = {}
-        for agent_id, agent_episode in episode.agent_episodes.items():
-            module = episode.module_for(agent_id)
-            totals[module] = totals.get(module, 0.0) + float(agent_episode.get_return())
-            agents.setdefault(module, set()).add(agent_id)
-        for module, total in totals.items():
-            returns.setdefault(module, []).append(total)
-    return returns, agents
+def agents_per_module(agents: list, mapping) -> dict[str, int]:
+    """How many of ``agents`` the mapping function sends to each module."""
+    counts: dict[str, int] = {}
+    for agent in agents:
+        module = mapping(agent, None)
+        counts[module] = counts.get(module, 0) + 1
+    return counts
 
 
-def format_returns(returns: Mapping[str, list[float]], agents: Mapping[str, set]) -> str:
-    """A table: module (cluster), its agents, mean and std of its return over episodes."""
-    import numpy as np
-
-    lines = [f"{'module':<20} {'agents':>6}  {'return mean':>12}  {'std':>9}"]
-    for module in sorted(returns):
-        values = np.asarray(returns[module])
-        lines.append(f"{module:<20} {len(agents[module]):>6}  {values.mean():>12.2f}  "
-                     f"{values.std():>9.2f}")
-    total = np.sum([np.asarray(v) for v in returns.values()], axis=0) if returns else np.zeros(1)
-    lines.append(f"{'total':<20} {sum(len(a) for a in agents.values()):>6}  {total.mean():>12.2f}  "
-                 f"{total.std():>9.2f}")
+def format_returns(runners: Mapping[str, Any], agents: Mapping[str, int]) -> str:
+    """A table from RLlib's evaluation metrics: each module (cluster), its agents and its mean
+    episode return (summed over its agents); then the total with its spread over episodes."""
+    modules = runners.get("module_episode_returns_mean", {})
+    lines = [f"{'module':<20} {'agents':>6}  {'return mean':>12}"]
+    for module in sorted(modules):
+        lines.append(f"{module:<20} {agents.get(module, 0):>6}  {modules[module]:>12.2f}")
+    lines.append(f"{'total':<20} {sum(agents.values()):>6}  {runners['episode_return_mean']:>12.2f}  "
+                 f"(min {runners['episode_return_min']:.2f}, max {runners['episode_return_max']:.2f} "
+                 f"over {int(runners['num_episodes'])} episodes)")
     return "\n".join(lines)
 
 
@@ -91,15 +93,16 @@ def evaluate(args: argparse.Namespace) -> int:
 
     checkpoint = find_checkpoint(args.checkpoint)
     with ray_running(args.address, args.num_cpus):
-        algo = restore_for_evaluation(checkpoint, args.seed)
+        algo = restore_for_evaluation(checkpoint, episodes=args.episodes, explore=args.explore,
+                                      seed=args.seed)
         try:
-            episodes = algo.env_runner.sample(num_episodes=args.episodes, explore=args.explore,
-                                              force_reset=True)
+            runners = algo.evaluate()["env_runners"]
+            env, mapping = algo.config.env, algo.config.policy_mapping_fn
         finally:
-            env = algo.config.env
             algo.stop()
-    returns, agents = returns_per_module(episodes)
+    agents = agents_per_module(sorted(runners.get("agent_episode_returns_mean", {})), mapping)
     mode = "sampled" if args.explore else "greedy"
-    print(f"Evaluated {checkpoint} on {env}: {len(episodes)} episodes, {mode} actions, seed {args.seed}")
-    print(format_returns(returns, agents), flush=True)
+    print(f"Evaluated {checkpoint} on {env}: {int(runners['num_episodes'])} episodes, {mode} "
+          f"actions, seed {args.seed}")
+    print(format_returns(runners, agents), flush=True)
     return 0

@@ -4,11 +4,13 @@ Ray 2.60 ships no ``rllib`` command any more; this one reads the classic experim
 (see :mod:`rllib_seps.cli.experiment_file`)::
 
     rllib train file tuned_configs/bps_1-seps-ppo.yaml --stop '{"training_iteration": 20}'
+    rllib resume results/bps_1-seps-ppo            # after Ctrl-C, a killed driver or a failure
     rllib evaluate results/bps_1-seps-ppo/PPO_bps_1_.../checkpoint_000000 --episodes 20
 
 Training runs through Ray Tune, so results, checkpoints and TensorBoard logs land in
-``<storage-path>/<experiment name>/`` as usual. Only this module is imported to parse the
-command line: Ray, RLlib and torch load when a command runs.
+``<storage-path>/<experiment name>/`` as usual. Exit status: 0 when training finished, 1 when it
+failed, 2 for a mistake in the command line or a file, 130 when interrupted (Ctrl-C). Only this
+module is imported to parse the command line: Ray, RLlib and torch load when a command runs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import sys
 from typing import Sequence
 
-from rllib_seps.cli.errors import UserError
+from rllib_seps.cli.errors import INTERRUPTED, UserError
 
 DEFAULT_STORAGE = "results"
 
@@ -43,7 +45,7 @@ def parse_json(text: str | None, option: str) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rllib", description="Train RLlib (with SePS parameter sharing) from classic YAML "
-        "experiment files, and evaluate checkpoints.")
+        "experiment files, resume stopped runs, and evaluate checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train_parser = commands.add_parser("train", help="train from an experiment file")
@@ -64,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ray_options(file_parser)
     file_parser.set_defaults(handler=_train)
 
+    resume_parser = commands.add_parser(
+        "resume", help="continue an interrupted, killed or failed run from its last checkpoint")
+    resume_parser.add_argument("experiment", help="the run's experiment directory "
+                               "(<storage-path>/<experiment name>, e.g. results/bps_1-seps-ppo)")
+    _add_ray_options(resume_parser)
+    resume_parser.set_defaults(handler=_resume)
+
     eval_parser = commands.add_parser("evaluate", help="roll out a trained checkpoint")
     eval_parser.add_argument("checkpoint", help="checkpoint directory, or a trial or experiment "
                              "directory (its newest checkpoint is used)")
@@ -78,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
-                        help="address of a running Ray cluster (default: RAY_ADDRESS, else start "
-                        "a local instance)")
+                        help="address of a running Ray cluster, host:port or auto (default: "
+                        "RAY_ADDRESS, else start a local instance)")
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="CPUs of a local Ray instance (default: all)")
 
@@ -95,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"rllib: error: {error}", file=sys.stderr)
         return 2
-
+    except KeyboardInterrupt:  # outside Tune's own handling (e.g. during pretraining)
+        print("rllib: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -103,6 +114,12 @@ def _train(args: argparse.Namespace) -> int:
 
     return train(args, config_overrides=parse_json(args.config, "--config"),
                  stop=parse_json(args.stop, "--stop"))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from rllib_seps.cli.train import resume
+
+    return resume(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -215,9 +215,19 @@ def _pad(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
+def tasks_per_node() -> int:
+    """One rollout task per alive node when Ray runs on several nodes, else 0 (in-process)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 0
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    return nodes if nodes > 1 else 0
+
+
 def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = None, *,
-                            transitions_per_agent: int = 1000, seed: int = 0, num_tasks: int = 0,
-                            progress: bool = True) -> Transitions:
+                            transitions_per_agent: int = 1000, seed: int = 0,
+                            num_tasks: int | str = 0, progress: bool = True) -> Transitions:
     """Collects uniform-random-policy transitions of every agent.
 
     Args:
@@ -226,8 +236,9 @@ def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = N
         transitions_per_agent: Transitions to collect for each agent (at least).
         seed: Seed of the environment resets and the random actions.
         num_tasks: If > 0, split the collection over this many Ray tasks (Ray must be
-            initialised); their results are concatenated in task order, so the data is the same
-            wherever the tasks run.
+            initialised), spread over the cluster's nodes; their results are concatenated in
+            task order, so the data is the same wherever the tasks run. "auto":
+            :func:`tasks_per_node`.
         progress: Show a progress bar.
 
     Returns:
@@ -235,11 +246,13 @@ def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = N
     """
     start = time.perf_counter()
     env_config = dict(env_config or {})
+    if num_tasks == "auto":
+        num_tasks = tasks_per_node()
     if num_tasks > 0:
         import ray
 
         per_task = math.ceil(transitions_per_agent / num_tasks)
-        remote = ray.remote(num_cpus=1)(_collect_per_agent)
+        remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_collect_per_agent)
         parts = ray.get([remote.remote(env_creator, env_config, per_task, seed + 7919 * t, False)
                          for t in range(num_tasks)])
     else:

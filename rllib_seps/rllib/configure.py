@@ -27,6 +27,7 @@ from rllib_seps.options import MULTI_AGENT_ALGORITHMS, UNSUPPORTED_ALGORITHMS, S
 from rllib_seps.pretraining.pipeline import PretrainingResult, run_pretraining
 from rllib_seps.pretraining.report import publish_report
 from rllib_seps.pretraining.rollouts import EnvCreator, agent_spaces, make_env
+from rllib_seps.rllib.learners import sync_every_module
 from rllib_seps.sharing.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
 from rllib_seps.sharing.mapping import AgentToModuleMapping, sorted_agents
 from rllib_seps.sharing.plan import SharingPlan, build_plan, is_flat_vector
@@ -211,14 +212,16 @@ def raise_on_unmapped_agents(*, algorithm: Any, **kwargs: Any) -> None:
 
 
 def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> AlgorithmConfig:
-    """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``.
+    """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``, with a
+    learner that cannot hang when one of several learners gets no rows of a module
+    (:func:`rllib_seps.rllib.learners.sync_every_module`).
 
     Also adds :func:`raise_on_unmapped_agents` to the config's ``on_train_result`` callbacks.
 
     Raises:
         ValueError: If the config's model_config has settings a shared module would not honour.
     """
-    config = config.copy(copy_frozen=False)
+    config = sync_every_module(config.copy(copy_frozen=False))
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
 

@@ -71,3 +71,33 @@ def tune_trial_dir(algorithm: Any) -> str | None:
     if storage is None or storage.storage_filesystem.type_name != "local":
         return None
     return storage.trial_fs_path
+
+
+def checkpoint_config(path: str) -> tuple[type, Any]:
+    """The algorithm class and config an RLlib algorithm checkpoint was saved with.
+
+    Why private: RLlib keeps them only in the pickled constructor arguments of the checkpoint
+    (``class_and_ctor_args.pkl``, read by ``Algorithm.from_checkpoint``) and offers no public
+    reader; building the algorithm as saved, only to read its config, would start every remote
+    EnvRunner and learner of the training run. Evaluation changes where it runs, not what.
+
+    Raises:
+        ValueError: If ``path`` holds no algorithm checkpoint.
+    """
+    from pathlib import Path
+
+    import ray.cloudpickle as pickle
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    file = Path(path) / Algorithm.CLASS_AND_CTOR_ARGS_FILE_NAME
+    try:
+        with open(file, "rb") as f:
+            ctor = pickle.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path} is not an RLlib checkpoint: it has no {file.name}.") from None
+    algo_class = ctor["class"]
+    if not (isinstance(algo_class, type) and issubclass(algo_class, Algorithm)):
+        raise ValueError(f"{path} is a checkpoint of {algo_class}, not of an RLlib algorithm.")
+    # Algorithm.get_ctor_args_and_kwargs() saves ((config.get_state(),), {}).
+    return algo_class, AlgorithmConfig.from_state(ctor["ctor_args_and_kwargs"][0][0])
