@@ -75,20 +75,16 @@ def test_trainables_keep_tunes_storage_context_where_tune_trial_dir_reads_it():
     assert tune_trial_dir(object()) is None
 
 
-def test_checkpoint_config_reads_the_class_and_config_a_checkpoint_was_saved_with(tmp_path):
+def test_checkpoint_config_reads_the_class_and_config_a_checkpoint_was_saved_with(ray_session, tmp_path):
     from ray.rllib.algorithms.ppo import PPO, PPOConfig
 
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    config = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+              .training(lr=0.0123, train_batch_size=64, minibatch_size=32))
+    algo = config.build_algo()
     try:
-        config = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
-                  .training(lr=0.0123, train_batch_size=64, minibatch_size=32))
-        algo = config.build_algo()
-        try:
-            path = algo.save_to_path(str(tmp_path / "checkpoint"))
-        finally:
-            algo.stop()
+        path = algo.save_to_path(str(tmp_path / "checkpoint"))
     finally:
-        ray.shutdown()
+        algo.stop()
     algo_class, saved = checkpoint_config(path)
     assert algo_class is PPO and isinstance(saved, PPOConfig)
     assert (saved.env, saved.lr, saved.train_batch_size) == ("CartPole-v1", 0.0123, 64)
