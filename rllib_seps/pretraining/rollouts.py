@@ -14,9 +14,13 @@ from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm.auto import tqdm
 
+from rllib_seps.sharing.spaces import flatten_to_vector
+
 EnvCreator = Callable[[dict], Any]
+_LEAVES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Transitions:
         reward: ``(T,)`` float32 the agent's own reward.
         next_obs: ``(T, D)`` float32 next observations.
         obs_mask: ``(N, D)`` bool, True where an agent's observation has a real (not padded) entry.
+        episodes: ``(N,)`` int64, how many episodes each agent's transitions come from.
         seconds: Wall time of the collection.
     """
 
@@ -41,6 +46,7 @@ class Transitions:
     reward: np.ndarray
     next_obs: np.ndarray
     obs_mask: np.ndarray
+    episodes: np.ndarray
     seconds: float = 0.0
 
     def __len__(self) -> int:
@@ -51,12 +57,23 @@ class Transitions:
         counts = np.bincount(self.agent, minlength=len(self.agent_ids))
         return dict(zip(self.agent_ids, counts.tolist()))
 
+    def extended(self, more: "Transitions") -> "Transitions":
+        """These transitions followed by ``more`` of the same agents (each agent's rows stay in
+        collection order)."""
+        if more.agent_ids != self.agent_ids or not np.array_equal(more.obs_mask, self.obs_mask):
+            raise ValueError("Can only extend transitions of the same agents and observation sizes.")
+        return Transitions(self.agent_ids, *(np.concatenate([getattr(self, k), getattr(more, k)])
+                                             for k in ("agent", "obs", "action", "reward", "next_obs")),
+                           obs_mask=self.obs_mask, episodes=self.episodes + more.episodes,
+                           seconds=self.seconds + more.seconds)
 
-def _flattener(space: gym.Space) -> Callable[[Any], np.ndarray]:
-    # Box observations and actions are by far the most common: skip gymnasium's generic dispatch.
-    if isinstance(space, gym.spaces.Box):
-        return lambda x: np.asarray(x, np.float32).reshape(-1)
-    return lambda x: np.asarray(gym.spaces.flatten(space, x), np.float32)
+
+def _flatten_batch(items: list, space: gym.Space) -> np.ndarray:
+    """One agent's observations (or actions) -> ``(len(items), flatdim)`` float32 rows."""
+    # Leaf spaces' values stack directly; Dict and Tuple values go through gymnasium's own batching.
+    batch = (np.asarray(items) if isinstance(space, _LEAVES)
+             else concatenate(space, items, create_empty_array(space, len(items))))
+    return flatten_to_vector(batch, space)
 
 
 def make_env(env_creator: EnvCreator, env_config: dict) -> Any:
@@ -79,21 +96,22 @@ def make_env(env_creator: EnvCreator, env_config: dict) -> Any:
 
 
 def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
-                       seed: int, progress: bool) -> tuple[list[str], dict[str, list[np.ndarray]]]:
+                       seed: int, progress: bool) -> tuple[list[str], dict[str, tuple]]:
     """Steps the env with uniform random actions until every agent has enough transitions.
 
     Returns:
-        The sorted agent ids and, per agent, four lists: obs, action, reward, next_obs.
+        The sorted agent ids and, per agent, four arrays in time order: flat observations
+        ``(T_a, D_a)``, flat actions ``(T_a, A_a)``, rewards ``(T_a,)`` and flat next
+        observations, and the number of episodes they come from.
     """
     env = make_env(env_creator, env_config)
     agent_ids = sorted(env.possible_agents)
     rng = np.random.default_rng(seed)
     for i, aid in enumerate(agent_ids):
         env.action_spaces[aid].seed(int(rng.integers(2**31)) + i)
-    flat_obs = {a: _flattener(env.observation_spaces[a]) for a in agent_ids}
-    flat_act = {a: _flattener(env.action_spaces[a]) for a in agent_ids}
     data = {a: ([], [], [], []) for a in agent_ids}
     counts = dict.fromkeys(agent_ids, 0)
+    episode, last_episode, episodes = 0, dict.fromkeys(agent_ids, -1), dict.fromkeys(agent_ids, 0)
     # An agent that never acts would loop forever: give up after generous many steps.
     max_steps = 100 * transitions_per_agent + 10_000
     bar = tqdm(total=transitions_per_agent, desc="SePS rollouts", unit="transitions/agent",
@@ -115,29 +133,34 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
             if a not in next_obs:  # the agent left without a final observation
                 continue
             o, u, r, n = data[a]
-            o.append(flat_obs[a](obs[a]))
-            u.append(flat_act[a](act))
+            o.append(obs[a])
+            u.append(act)
             r.append(float(rewards.get(a, 0.0)))
-            n.append(flat_obs[a](next_obs[a]))
+            n.append(next_obs[a])
             counts[a] += 1
+            if last_episode[a] != episode:
+                last_episode[a], episodes[a] = episode, episodes[a] + 1
         if steps % 50 == 0:
             bar.n = min(min(counts.values()), transitions_per_agent)
             bar.refresh()
         if terminateds.get("__all__") or truncateds.get("__all__"):
             obs, _ = env.reset()
+            episode += 1
         else:
             obs = {a: o for a, o in next_obs.items()
                    if not (terminateds.get(a) or truncateds.get(a))}
     bar.close()
+    flat = {}
+    for a, (o, u, r, n) in data.items():
+        obs_space, act_space = env.observation_spaces[a], env.action_spaces[a]
+        flat[a] = (_flatten_batch(o, obs_space), _flatten_batch(u, act_space),
+                   np.asarray(r, np.float32), _flatten_batch(n, obs_space), episodes[a])
     env.close()
-    return agent_ids, data
+    return agent_ids, flat
 
 
-def _pad(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
-    out = np.zeros((len(arrays), width), np.float32)
-    for row, a in zip(out, arrays):
-        row[: a.shape[0]] = a
-    return out
+def _pad(x: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, width - x.shape[1])))
 
 
 def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = None, *,
@@ -156,7 +179,8 @@ def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = N
         progress: Show a progress bar.
 
     Returns:
-        The transitions, agents in sorted order, observations and actions padded to common sizes.
+        The transitions, agents in sorted order, each agent's rows in time order (task by task),
+        observations and actions padded to common sizes.
     """
     start = time.perf_counter()
     env_config = dict(env_config or {})
@@ -171,21 +195,22 @@ def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = N
         parts = [_collect_per_agent(env_creator, env_config, transitions_per_agent, seed, progress)]
 
     agent_ids = parts[0][0]
-    obs_dims = {a: parts[0][1][a][0][0].shape[0] for a in agent_ids}
-    act_dims = {a: parts[0][1][a][1][0].shape[0] for a in agent_ids}
-    d, u = max(obs_dims.values()), max(act_dims.values())
+    first = parts[0][1]
+    d = max(first[a][0].shape[1] for a in agent_ids)
+    u = max(first[a][1].shape[1] for a in agent_ids)
     columns: dict[str, list] = {"agent": [], "obs": [], "action": [], "reward": [], "next_obs": []}
     for i, a in enumerate(agent_ids):
         for _, data in parts:
-            o, act, r, n = data[a]
+            o, act, r, n, _ = data[a]
             columns["agent"].append(np.full(len(o), i, np.int64))
             columns["obs"].append(_pad(o, d))
             columns["action"].append(_pad(act, u))
-            columns["reward"].append(np.asarray(r, np.float32))
+            columns["reward"].append(r)
             columns["next_obs"].append(_pad(n, d))
     obs_mask = np.zeros((len(agent_ids), d), bool)
     for i, a in enumerate(agent_ids):
-        obs_mask[i, : obs_dims[a]] = True
-    return Transitions(agent_ids=agent_ids, obs_mask=obs_mask,
+        obs_mask[i, : first[a][0].shape[1]] = True
+    episodes = np.array([sum(data[a][4] for _, data in parts) for a in agent_ids], np.int64)
+    return Transitions(agent_ids=agent_ids, obs_mask=obs_mask, episodes=episodes,
                        seconds=time.perf_counter() - start,
                        **{k: np.concatenate(v) for k, v in columns.items()})
