@@ -26,7 +26,7 @@ def shared_config(tmp_path, num_env_runners: int):
         .env_runners(num_env_runners=num_env_runners)
         .fault_tolerance(restart_failed_env_runners=True)
         .multi_agent(policies={"shared"}, policy_mapping_fn=lambda aid, *a, **kw: "shared")
-        .callbacks(SePSCallback.with_options(seed=0, transitions_per_agent=1000, updates=2000, progress=False,
+        .callbacks(SePSCallback.with_options(seed=0, progress=False,
                                              report_dir=str(tmp_path)))
     )
 

@@ -13,7 +13,7 @@ from tests.conftest import quick_ppo_config
 
 def test_with_sharing_builds_cluster_modules(ray_session):
     config, result = with_sharing(quick_ppo_config("bps", agents_per_colour=(3, 3), max_cycles=25),
-                                  {"transitions_per_agent": 500, "progress": False})
+                                  {"progress": False})
     assert result.clustering.k == 2
     assert set(config.policies) == {"cluster_0", "cluster_1"}
     algo = config.build_algo()

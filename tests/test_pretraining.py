@@ -16,7 +16,8 @@ from sklearn.metrics import adjusted_rand_score
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining.clustering import cluster_agents
+from rllib_seps.pretraining.clustering import cluster_agents, noise_contrasts, without_shared
+from rllib_seps.pretraining.encoder import Embeddings
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
 from rllib_seps.pretraining.rollouts import collect_random_rollouts
@@ -122,6 +123,51 @@ def test_same_seed_same_clusters_across_hash_seeds():
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(done.stdout.strip().splitlines()[-1])
     assert outputs[0] == outputs[1]
+
+
+# --- The decision on known points -----------------------------------------------------------
+
+def synthetic(centres, decoys=4, dims=30, noise=1.0, shared=5.0, seed=0):
+    """Embeddings whose agents sit at `centres` (one row each), with iid noise per decoy and a
+    large offset per decoy index that all agents share (as data from the same episodes gives)."""
+    rng = np.random.default_rng(seed)
+    centres = np.asarray(centres, float)
+    points = (centres[:, None, :] + noise * rng.normal(size=(len(centres), decoys, dims))
+              + shared * rng.normal(size=(1, decoys, dims)))
+    return Embeddings(agent_ids=[f"a{i:02d}" for i in range(len(centres))], decoy_means=points[..., :5],
+                      decoy_behaviour=points)
+
+
+def test_contrasts_hold_only_the_noise_with_the_variance_of_an_agents_mean():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(3000, 4, 3))
+    moved = noise + 10 * rng.normal(size=(3000, 1, 3)) + 10 * rng.normal(size=(1, 4, 3))
+    np.testing.assert_allclose(noise_contrasts(without_shared(moved)), noise_contrasts(without_shared(noise)))
+    assert (noise_contrasts(without_shared(noise)) ** 2).mean() == pytest.approx(1 / 4, rel=0.03)
+
+
+@pytest.mark.parametrize("n", [2, 12])
+def test_alike_points_give_a_confident_k1(n):
+    result = cluster_agents(synthetic(np.zeros((n, 30))))
+    assert result.k == 1 and result.confident, result.reason
+    assert result.spread == pytest.approx(1, abs=0.7)
+
+
+def test_separated_groups_are_found_and_subgroups_of_noise_are_not():
+    centres = np.repeat(np.eye(3, 30) * 10.0, [2, 6, 9], axis=0)  # types of 2, 6 and 9 agents
+    result = cluster_agents(synthetic(centres))
+    assert result.k == 3 and result.confident, result.reason
+    assert adjusted_rand_score(np.repeat([0, 1, 2], [2, 6, 9]), result.labels) == 1.0
+    assert result.candidates[3].significant and result.candidates[3].stable
+    assert not (result.candidates[4].significant and result.candidates[4].stable)
+
+
+def test_a_difference_near_the_noise_is_not_confident():
+    # Two groups 2.8 apart, where one agent's point has noise 2.7 (30 dims of 0.5): seen, not resolved.
+    centres = np.repeat(np.eye(2, 30) * 2.0, 6, axis=0)
+    result = cluster_agents(synthetic(centres, seed=3))
+    assert result.k == 1 and not result.confident, result.reason
+    assert "more data" in result.reason
 
 
 # --- Given K, options and errors -----------------------------------------------------------
