@@ -21,13 +21,16 @@ The panel (``--tasks panel``):
   name prefixes (``adversary_0`` -> ``adversary``).
 
 PettingZoo environments are wrapped as users would: ``rllib_seps.envs.SortedParallelEnv`` (images
-shrunk with SuperSuit). Pistonball needs ``pymunk`` (``pip install pymunk``, as PettingZoo's
-``butterfly`` extra installs it); without it the task is skipped with a note.
+shrunk with SuperSuit). Pistonball needs ``pymunk``, which the library does not: install it with
+the test extra (``pip install -e .[test]``) or PettingZoo's ``butterfly`` extra; without it the
+task is skipped with a note.
 
 Printed per task and seed: agents, true K, K found, ARI against the truth (for K=1 truths: 1 if
 K=1 else 0), whether the decision was confident, transitions per agent and the rounds that
-collected them, encoder updates, wall time of rollouts, encoder and clustering and in total, and
-the process's peak memory; then a summary line per task and overall.
+collected them, encoder updates (last round), wall time of rollouts, encoder and clustering and
+in total, the CPU time of the run (pretraining runs on one thread, so on a busy machine this is
+close to the wall time it would take on a quiet one), and the process's peak memory; then a
+summary line per task and overall.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def main() -> int:
 
     print(f"{'task':<24} {'seed':>4} {'N':>4} {'true K':>6} {'K':>3} {'ARI':>5} {'conf':>5} "
           f"{'trans/agent':>11} {'rounds':>22} {'updates':>7} {'rollout s':>9} {'encoder s':>9} "
-          f"{'cluster s':>9} {'total s':>7} {'peak GiB':>8}")
+          f"{'cluster s':>9} {'total s':>7} {'cpu s':>6} {'peak GiB':>8}")
     failures, per_task = [], {}
     for task in tasks:
         try:
@@ -155,9 +158,9 @@ def main() -> int:
         true_k = len(set(types))
         for seed in range(args.seeds):
             options = SePSOptions(**{"seed": seed, "progress": False, **overrides})
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = run_pretraining(creator(task), {}, options)
-            wall = time.perf_counter() - start
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             k = result.clustering.k
             ari = adjusted_rand_score(types, result.labels) if true_k > 1 else float(k == 1)
             t = result.timings
@@ -165,16 +168,16 @@ def main() -> int:
             print(f"{task:<24} {seed:>4} {len(types):>4} {true_k:>6} {k:>3} {ari:>5.2f} "
                   f"{'yes' if result.confident else 'no':>5} {min(result.transitions.values()):>11} "
                   f"{rounds:>22} {result.embeddings.updates:>7} {t['rollouts']:>9.1f} {t['encoder']:>9.1f} "
-                  f"{t['clustering']:>9.1f} {wall:>7.1f} {peak_memory_gib():>8.2f}", flush=True)
-            per_task.setdefault(task, []).append((ari, wall))
+                  f"{t['clustering']:>9.1f} {wall:>7.1f} {cpu:>6.1f} {peak_memory_gib():>8.2f}", flush=True)
+            per_task.setdefault(task, []).append((ari, wall, cpu))
             if ari < 1.0:
                 failures.append(f"{task} seed {seed}: K={k} (true {true_k}), ARI {ari:.2f}; "
                                 f"{result.clustering.reason}")
     runs = sum(len(v) for v in per_task.values())
     print()
     for task, rows in per_task.items():
-        print(f"{task:<24} right in {sum(a == 1.0 for a, _ in rows)} of {len(rows)}; "
-              f"slowest {max(w for _, w in rows):.1f} s")
+        print(f"{task:<24} right in {sum(a == 1.0 for a, _, _ in rows)} of {len(rows)}; slowest "
+              f"{max(w for _, w, _ in rows):.1f} s wall, {max(c for _, _, c in rows):.1f} s cpu")
     print(f"\nSummary: right (K=1 for alike agents, ARI 1.0 otherwise) in {runs - len(failures)} of {runs} "
           f"runs over {len(per_task)} tasks; peak memory {peak_memory_gib():.2f} GiB.")
     for failure in failures:

@@ -10,13 +10,15 @@ The decision, in four steps:
 1. **Noise.** An agent's point is the mean of its decoys. Contrasts between its decoys (e.g.
    ``(d0 + d1 - d2 - d3) / 4``) cancel whatever the agent really is and leave only noise, with the
    spread that noise gives the mean; S - 1 of them per agent, after removing what decoy ``s`` of
-   every agent shares (the same episodes). ``noise`` is their mean squared norm.
+   every agent shares (the same episodes). An agent's ``noise`` is their mean squared norm; it
+   differs between agents (a type of two agents is known less precisely than one of fifteen).
 2. **Candidates.** k-means on the agents' points for K = 2 .. min(N, max_clusters) (K = N: every
    agent alone).
 3. **Tests**, for each candidate:
 
-   - *separation*: the closest two clusters, in noise units
-     ``|mean_c - mean_c'|^2 / (noise * (1/n_c + 1/n_c'))``, must exceed :data:`MARGIN` times the
+   - *separation*: the closest two clusters, in units of their centres' noise,
+     ``|mean_c - mean_c'|^2 / (noise_c / n_c + noise_c' / n_c')`` (``noise_c``: the mean noise of
+     cluster c's agents, as in Welch's t-test), must exceed :data:`MARGIN` times the
      largest that k-means finds in :data:`NULL_DRAWS` sets of N points drawn from the noise
      contrasts alone (the agents' identities shuffled away, leaving pure noise). This null knows
      the environment, the data size and the fit, and it charges k-means for choosing its split;
@@ -26,9 +28,12 @@ The decision, in four steps:
 
 4. **Choice.** The largest K that passes both tests (``k_criterion="finest"``: every two of its
    clusters differ, reproducibly), or the best silhouette / Davies-Bouldin score among them
-   (these cannot score K = N, which then wins if it passes); K = 1 if none passes. K = 1 is *confident* when the agents'
-   spread around their centre is no more than in any of the noise-only draws; a larger spread
-   that no partition explains says: a difference may hide below the noise, collect more data.
+   (these cannot score K = N, which then wins if it passes); K = 1 if none passes.
+
+The decision is *confident* unless a larger K is *unresolved* (reproducible and beyond the
+noise-only maximum, but not by the margin) or, for K = 1, the agents' spread around their centre
+is more than in any noise-only draw: then a difference may hide below the noise, and more data
+can resolve it.
 """
 
 from __future__ import annotations
@@ -85,12 +90,18 @@ class Candidate:
     def stable(self) -> bool:
         return bool(self.stability >= STABLE_ARI)
 
+    @property
+    def unresolved(self) -> bool:
+        """Reproducible and beyond the noise-only maximum, but not by MARGIN: structure that
+        more data may confirm."""
+        return self.stable and not self.significant and bool(self.separation > self.null_separation)
+
     def as_dict(self) -> dict[str, float | bool | None]:
         """JSON-ready (NaN as None)."""
         numbers = {"separation": self.separation, "null_separation": self.null_separation,
                    "stability": self.stability, "score": self.score}
         return {**{k: None if np.isnan(v) else v for k, v in numbers.items()},
-                "significant": self.significant, "stable": self.stable}
+                "significant": self.significant, "stable": self.stable, "unresolved": self.unresolved}
 
 
 @dataclass
@@ -106,11 +117,11 @@ class Clustering:
         candidates: Every K tried by automatic K; empty for a given K.
         criterion: How K was picked among those that pass: ``finest``, ``silhouette`` or
             ``davies_bouldin``.
-        noise: Mean squared noise of an agent's point (what the separations are measured in).
-        noise_rms: That noise per original feature, root mean square: in standardised units of
+        noise: ``(N,)`` mean squared noise of each agent's point (what separations are measured in).
+        noise_rms: Their mean per original feature, root mean square: in standardised units of
             the predicted next observation and reward (behaviour), or of z (means).
-        spread: Mean squared distance of the agents' points from their centre, in noise units
-            (about 1 when the agents are alike).
+        spread: Mean squared distance of the agents' points from their centre, each in its own
+            noise units (about 1 when the agents are alike).
         features: ``(N, d)`` the agents' points that k-means saw (principal components).
         decoy_features: ``(N, S, d)`` the decoys' points in the same components, less what
             decoy ``s`` of every agent shares (see :func:`without_shared`).
@@ -122,7 +133,7 @@ class Clustering:
     reason: str = ""
     candidates: dict[int, Candidate] = field(default_factory=dict)
     criterion: str = "silhouette"
-    noise: float = 0.0
+    noise: np.ndarray | None = None
     noise_rms: float = 0.0
     spread: float = 0.0
     features: np.ndarray | None = None
@@ -140,20 +151,27 @@ def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.array([order[label] for label in labels], np.int64)
 
 
-def separation(points: np.ndarray, labels: np.ndarray, noise: float) -> float:
+def separation(points: np.ndarray, labels: np.ndarray, noise: np.ndarray) -> float:
     """The closest two clusters' squared centre distance in units of its noise variance.
 
     Args:
         points: ``(N, d)`` agents' points.
         labels: ``(N,)`` cluster of each point (at least two clusters).
-        noise: Noise variance (mean squared norm) of one point.
+        noise: ``(N,)`` noise variance (mean squared norm) of each point: agents differ in how
+            precisely they are known (a type of two agents is fitted from less data than one of
+            fifteen), so each cluster is measured by its own (as Welch's t-test does).
+
+    Returns:
+        ``min over c != c' of |mean_c - mean_c'|^2 / (noise_c / n_c + noise_c' / n_c')``, with
+        ``noise_c`` the mean noise of cluster c's points.
     """
     ks = np.unique(labels)
-    centres = np.stack([points[labels == k].mean(0) for k in ks])
-    sizes = np.array([(labels == k).sum() for k in ks])
+    members = labels[None, :] == ks[:, None]
+    sizes = members.sum(1)
+    centres = members @ points / sizes[:, None]
+    variance = (members @ noise) / sizes**2  # noise of each centre
     sq = ((centres[:, None] - centres[None]) ** 2).sum(-1)
-    scale = noise * (1 / sizes[:, None] + 1 / sizes[None])
-    return float((sq / scale)[np.triu_indices(len(ks), 1)].min())
+    return float((sq / (variance[:, None] + variance[None]))[np.triu_indices(len(ks), 1)].min())
 
 
 def without_shared(decoys: np.ndarray) -> np.ndarray:
@@ -194,17 +212,29 @@ def _project(decoys: np.ndarray, seed: int) -> np.ndarray:
     return pca.transform(flat).reshape(n, s, dims)
 
 
-def noise_draws(contrasts: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``(NULL_DRAWS, N, d)``: sets of N points drawn from the noise contrasts alone (with
-    replacement, random signs): what N alike agents would look like."""
+def noise_draws(contrasts: np.ndarray, noise: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """NULL_DRAWS sets of N points drawn from the noise contrasts alone (with replacement, random
+    signs): what N alike agents would look like.
+
+    Args:
+        contrasts: ``(N, C, d)`` every agent's noise contrasts.
+        noise: ``(N,)`` every agent's noise variance.
+        seed: Seed of the draws.
+
+    Returns:
+        ``(NULL_DRAWS, N, d)`` points and ``(NULL_DRAWS, N)`` the noise variance of each (that of
+        the agent its contrast came from).
+    """
     rng = np.random.default_rng(seed)
-    pool = contrasts.reshape(-1, contrasts.shape[-1])
-    picks = rng.integers(len(pool), size=(NULL_DRAWS, n))
-    return pool[picks] * rng.choice([-1.0, 1.0], size=(NULL_DRAWS, n, 1))
+    n, c, d = contrasts.shape
+    picks = rng.integers(n * c, size=(NULL_DRAWS, n))
+    signs = rng.choice([-1.0, 1.0], size=(NULL_DRAWS, n, 1))
+    return contrasts.reshape(n * c, d)[picks] * signs, noise[picks // c]
 
 
-def _spread(points: np.ndarray, noise: float) -> float:
-    return float(((points - points.mean(-2, keepdims=True)) ** 2).sum(-1).mean() / noise)
+def _spread(points: np.ndarray, noise: np.ndarray) -> float:
+    """Mean squared distance of the points from their centre, each in its own noise units."""
+    return float((((points - points.mean(0)) ** 2).sum(-1) / noise).mean())
 
 
 def cluster_agents(embeddings: Embeddings, n_clusters: int | str = "auto", *,
@@ -240,9 +270,9 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
     n, s, _ = decoys.shape
     points = decoys.mean(1)
     contrasts = noise_contrasts(decoys)
-    noise = float((contrasts**2).sum(-1).mean()) + 1e-12
+    noise = (contrasts**2).sum(-1).mean(1) + 1e-12  # each agent's
     spread = _spread(points, noise)
-    noise_rms = float(np.sqrt(noise / features.shape[-1]))
+    noise_rms = float(np.sqrt(noise.mean() / features.shape[-1]))
     common = dict(criterion=k_criterion, noise=noise, noise_rms=noise_rms, spread=spread, features=points, decoy_features=decoys)
 
     if n_clusters != "auto":
@@ -260,8 +290,8 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         return Clustering(np.zeros(1, np.int64), 1, reason="one agent: K=1.", **common)
 
     half_a, half_b = decoys[:, : s // 2].mean(1), decoys[:, s // 2:].mean(1)
-    draws = noise_draws(contrasts, n, seed)
-    null_spread = max(_spread(d, noise) for d in draws)
+    draws = list(zip(*noise_draws(contrasts, noise, seed)))
+    null_spread = max(_spread(d, d_noise) for d, d_noise in draws)
     score = davies_bouldin_score if k_criterion == "davies_bouldin" else silhouette_score
     candidates, labelings = {}, {}
     for k in range(2, min(n, max_clusters) + 1):
@@ -269,7 +299,7 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         stability = 1.0 if k == n else adjusted_rand_score(_kmeans(half_a, k, seed), _kmeans(half_b, k, seed))
         sep = separation(points, labels, noise)
         # The noise draws cost NULL_DRAWS k-means runs: only for partitions that reproduce.
-        null = (max(separation(d, _kmeans(d, k, seed), noise) for d in draws)
+        null = (max(separation(d, _kmeans(d, k, seed), d_noise) for d, d_noise in draws)
                 if stability >= STABLE_ARI else float("nan"))
         candidates[k] = Candidate(k, sep, null, float(stability),
                                   float(score(points, labels)) if k < n else float("nan"))
@@ -278,14 +308,15 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
     shown = [c for c in candidates.values() if c.k <= max(passing, default=1) + 2]
     numbers = "; ".join(map(_describe, shown)) + ("; ..." if len(shown) < len(candidates) else "")
     if not passing:
-        # The agents spread more than noise alone would, but no partition holds: a difference
-        # may hide below the noise, and more data can resolve it.
-        unsure = spread > null_spread
+        # The agents spread more than noise alone would, or a partition nearly passes: a
+        # difference may hide below the noise, and more data can resolve it.
+        unsure = spread > null_spread or any(c.unresolved for c in candidates.values())
         return Clustering(np.zeros(n, np.int64), 1, confident=not unsure, candidates=candidates, reason=(
             f"no partition separates the agents beyond the noise of their own estimates and "
             f"reproducibly ({numbers}); their spread, {spread:.2f} noise units, is "
-            + (f"more than noise alone gives (at most {null_spread:.2f}): K=1 until more data decides."
-               if unsure else f"what noise alone gives (up to {null_spread:.2f}): the agents are alike, K=1.")),
+            + (f"more than noise alone gives (at most {null_spread:.2f})" if spread > null_spread
+               else f"what noise alone gives (up to {null_spread:.2f})")
+            + (": K=1 until more data decides." if unsure else ": the agents are alike, K=1.")),
             **common)
     if k_criterion == "finest" or n in passing:
         best = max(passing)
@@ -297,7 +328,10 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         name = k_criterion.replace("_", "-")
         why = (f"K={best} has the best {name} score ({candidates[best].score:.3f}) of the K that "
                f"separate the agents beyond noise and reproducibly ({passing})")
-    return Clustering(labelings[best], best, confident=True, candidates=candidates,
+    finer = [k for k, c in candidates.items() if k > best and c.unresolved]
+    if finer:
+        why += f"; K={finer[0]} nearly passes, so more data may split further"
+    return Clustering(labelings[best], best, confident=not finer, candidates=candidates,
                       reason=f"{why} ({numbers}).", **common)
 
 
