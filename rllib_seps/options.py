@@ -31,22 +31,25 @@ _INT, _NUMBER = (numbers.Integral,), (numbers.Real,)
 _TYPE_NAMES = {numbers.Integral: "an integer", numbers.Real: "a number", bool: "a bool", str: "a string",
                type(None): "None", dict: "a dict"}
 _TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("max_clusters", "transitions_per_agent", "latent_dim",
-                     "hidden_size", "batch_size", "updates", "probe_transitions", "seed"), _INT),
-    **dict.fromkeys(("kl_weight", "lr", "separation_threshold", "adaps_drop_threshold"), _NUMBER),
+    **dict.fromkeys(("max_clusters", "first_transitions_per_agent", "max_transitions_per_agent",
+                     "min_reward_events", "latent_dim", "hidden_size", "batch_size", "max_updates",
+                     "probe_transitions", "seed"), _INT),
+    **dict.fromkeys(("resolution", "kl_weight", "lr", "adaps_drop_threshold"), _NUMBER),
     **dict.fromkeys(("normalize", "progress"), (bool,)),
     **dict.fromkeys(("cluster_on", "k_criterion", "strategy"), (str,)),
     "report_dir": (str, type(None)),
     "module_kwargs": (dict,),
 }
+_AUTO_OR_INT = ("n_clusters", "transitions_per_agent", "updates", "rollout_tasks")
+"""Options that take "auto" or an integer."""
 
 
 def _check_type(name: str, value: Any) -> None:
     """Raises TypeError unless ``value`` has the type option ``name`` needs (no bool for numbers)."""
-    types = _TYPES.get(name)
-    if types is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+    types = _INT if name in _AUTO_OR_INT else _TYPES.get(name)
+    if (name in _AUTO_OR_INT and value == "auto") or types is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
         return
-    wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+    wanted = ('"auto" or ' if name in _AUTO_OR_INT else "") + " or ".join(_TYPE_NAMES[t] for t in types)
     fix = f" Fix: write {name}={value.strip()}, without quotes." if isinstance(value, str) else ""
     raise TypeError(f"SePS option {name}={value!r} has type {type(value).__name__}; it must be {wanted}."
                     f"{fix}")
@@ -62,11 +65,29 @@ class SePSOptions:
     n_clusters: int | Literal["auto"] = "auto"
     """Number of clusters K, or "auto" to choose it from the embeddings (can answer K=1)."""
     max_clusters: int = 16
-    """Largest K that ``n_clusters="auto"`` considers (and N - 1 at most): scoring every K up to
-    N - 1 with 200 agents costs minutes and no paper task has more than 5 types."""
-    transitions_per_agent: int = 4000
-    """Random-policy transitions collected per agent. 4000 recovers the paper tasks' types (see
-    benchmarks/pretraining.py); the paper's code used 200k, far more than needed."""
+    """Largest K that ``n_clusters="auto"`` considers (and N at most): testing every K up to N
+    with 200 agents costs minutes and no paper task has more than 5 types."""
+    transitions_per_agent: int | Literal["auto"] = "auto"
+    """Random-policy transitions collected per agent. "auto" starts with
+    ``first_transitions_per_agent`` and collects 2-4 times as many while the decision for K is not
+    yet confident, up to ``max_transitions_per_agent`` (see docs/pretraining.md); a number collects
+    exactly that many and decides once (the paper's code used 200k)."""
+    first_transitions_per_agent: int = 1000
+    """With ``transitions_per_agent="auto"``: the first round's transitions per agent."""
+    max_transitions_per_agent: int = 128_000
+    """With ``transitions_per_agent="auto"``: the most transitions per agent collected before
+    K is decided anyway (a low-confidence decision then warns). LBF's levels needed about 32k."""
+    resolution: float = 0.05
+    """K=1 is confident only once every agent's modelled behaviour is known to within this: the
+    root-mean-square noise of its predictions, in standard deviations of the predicted next
+    observation and reward (measured by the encoder's decoys). Smaller sees subtler differences
+    between agents and costs more data; two BPS agents of different colours were still at 0.10
+    and indistinguishable after 1000 transitions each, and clearly apart after 4000."""
+    min_reward_events: int = 50
+    """K=1 is confident only once every agent has seen this many transitions whose reward differs
+    from its most common reward: where rewards are rare (LBF, C-RWARE), agents that differ only in
+    their rewards cannot be told apart before that. Where even ``max_transitions_per_agent``
+    would not buy them, pretraining stops and warns at once; 0 accepts K=1 on what was seen."""
     rollout_tasks: int | Literal["auto"] = "auto"
     """Ray tasks that collect rollouts in parallel, spread over the cluster's nodes; 0 collects
     in-process. "auto": one task per alive node when Ray runs on several nodes, else in-process
@@ -79,29 +100,33 @@ class SePSOptions:
     kl_weight: float = 1e-4
     """Weight of KL(q(z|i) || N(0, I)) in the encoder-decoder loss."""
     lr: float = 3e-3
-    """Adam learning rate of the encoder-decoder. The paper's 3e-4 with batch 128 suits its 200k
-    transitions per agent; with the far smaller default data, 3e-3 with batch 512 recovers the
-    types in fewer updates (benchmarks/pretraining.py)."""
+    """Adam learning rate of the encoder-decoder (at the start: see ``updates``). The paper's
+    3e-4 with batch 128 suits its 200k transitions per agent; with less data, 3e-3 with batch 512
+    recovers the types in fewer updates (benchmarks/pretraining.py)."""
     batch_size: int = 512
     """Minibatch size of encoder-decoder training."""
-    updates: int = 6000
-    """Gradient updates of encoder-decoder training (a fixed budget, whatever the data size)."""
+    updates: int | Literal["auto"] = "auto"
+    """Gradient updates of encoder-decoder training: "auto" trains until the fit has converged
+    (at least 4 passes over the data, then plateaus of the errors of next observation and reward
+    at lr and lr/10; see rllib_seps/pretraining/encoder.py), at most ``max_updates``; a number runs
+    exactly that many with cosine decay (the paper: a fixed budget)."""
+    max_updates: int = 20_000
+    """With ``updates="auto"``: the most updates of one encoder fit (a fit that stops here is
+    reported as not converged)."""
     probe_transitions: int = 256
     """Transitions on which each agent's decoder behaviour is compared for clustering."""
     cluster_on: Literal["behaviour", "means"] = "behaviour"
     """What k-means clusters: the decoder's predictions at each agent's mean z ("behaviour",
     default: agents that share them have the same modelled reward and transitions, whatever
     region of z they landed in) or the paper's raw means ("means")."""
-    k_criterion: Literal["silhouette", "davies_bouldin"] = "silhouette"
-    """Score that chooses automatic K in 2..N-1. Davies-Bouldin (the paper's) rewards nearly
-    singleton clusterings when types have few agents; silhouette does not."""
+    k_criterion: Literal["finest", "silhouette", "davies_bouldin"] = "finest"
+    """How automatic K picks among the K whose clusters all differ beyond noise and reproducibly
+    (rllib_seps/pretraining/clustering.py): the largest ("finest"), or the best silhouette or
+    Davies-Bouldin score (the paper's). Silhouette scores a one-agent type as 0, so it merges such
+    types (simple_world_comm's lead adversary)."""
     normalize: bool = True
     """Standardise decoder inputs and targets per feature, so that no large-valued feature
     (grid coordinates, counts) drowns the others in the reconstruction loss."""
-    separation_threshold: float = 0.01
-    """Automatic K answers K=1 when no two agents' modelled behaviours differ by more than this
-    (RMS difference of the decoder's predictions relative to their std): the decoder then
-    ignores which agent it models."""
     seed: int = 0
     """Seed of rollouts, encoder initialisation, minibatch order and k-means."""
     strategy: Strategy = "seps"
@@ -137,20 +162,29 @@ class SePSOptions:
         _check(k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1),
                "n_clusters", k, 'must be "auto" or an integer >= 1')
         _check(self.max_clusters >= 2, "max_clusters", self.max_clusters, "must be >= 2")
-        for name in ("transitions_per_agent", "latent_dim", "hidden_size", "batch_size", "updates",
-                     "probe_transitions"):
+        for name, least in (("transitions_per_agent", 4), ("updates", 1)):
+            value = getattr(self, name)
+            _check(value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= least),
+                   name, value, f'must be "auto" or an integer >= {least}')
+        for name in ("first_transitions_per_agent", "max_transitions_per_agent", "latent_dim",
+                     "hidden_size", "batch_size", "max_updates", "probe_transitions"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        _check(self.first_transitions_per_agent >= 4, "first_transitions_per_agent",
+               self.first_transitions_per_agent, "must be >= 4 (the encoder's decoys need data each)")
+        _check(self.max_transitions_per_agent >= self.first_transitions_per_agent,
+               "max_transitions_per_agent", self.max_transitions_per_agent,
+               f"must be >= first_transitions_per_agent ({self.first_transitions_per_agent})")
+        _check(self.resolution > 0, "resolution", self.resolution, "must be > 0")
+        _check(self.min_reward_events >= 0, "min_reward_events", self.min_reward_events, "must be >= 0")
         tasks = self.rollout_tasks
         _check(tasks == "auto" or (isinstance(tasks, int) and not isinstance(tasks, bool) and tasks >= 0),
                "rollout_tasks", tasks, 'must be "auto" or an integer >= 0')
         _check(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be >= 0")
         _check(self.lr > 0, "lr", self.lr, "must be > 0")
-        _check(self.separation_threshold > 0, "separation_threshold", self.separation_threshold,
-               "must be > 0")
         _check(self.cluster_on in ("behaviour", "means"), "cluster_on", self.cluster_on,
                'must be "behaviour" or "means"')
-        _check(self.k_criterion in ("silhouette", "davies_bouldin"), "k_criterion",
-               self.k_criterion, 'must be "silhouette" or "davies_bouldin"')
+        _check(self.k_criterion in ("finest", "silhouette", "davies_bouldin"), "k_criterion",
+               self.k_criterion, 'must be "finest", "silhouette" or "davies_bouldin"')
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"must be one of {STRATEGIES}")
         _check(isinstance(self.adaps_drop_threshold, (int, float)) and 0 < self.adaps_drop_threshold < 1,
                "adaps_drop_threshold", self.adaps_drop_threshold, "must lie in (0, 1); 0.5 keeps about half "

@@ -29,7 +29,7 @@ from tests.conftest import batch_of, quick_ppo_config
 pytestmark = pytest.mark.filterwarnings("ignore:.*Overriding environment rllib-multi-agent-env-v0")
 
 CENTRES = np.array([[1.5, 2.3, -0.7, -0.8, 2.2], [3.5, 0.2, -0.6, 1.5, 1.4], [2.0, 1.0, 0.5, 0.0, 1.0]])
-QUICK_PRETRAINING = {"transitions_per_agent": 500, "updates": 800, "progress": False}
+QUICK_PRETRAINING = {"progress": False}  # the automatic budget: 500 transitions were too few to be sure
 
 
 # ------------------------------------------------------------------ masks (pure numpy)

@@ -56,7 +56,7 @@ def test_every_strategy_trains_on_both_routes(ray_session, tmp_path, capsys, rou
         assert results[-1]["env_runners"]["num_env_steps_sampled"] >= 100
         printed = capsys.readouterr().out
         if strategy in ("seps", "adaps"):  # the report, printed and written the same way on both routes
-            assert "SePS: 4 agents -> 2 cluster(s); K=2 was given." in printed
+            assert "SePS: 4 agents -> 2 cluster(s), confident; K=2 was given." in printed
             assert f"strategy={strategy!r}" in printed
             assert f"SePS report written: {tmp_path / REPORT_JSON}, {tmp_path / EMBEDDINGS_PNG}" in printed
             report = json.loads((tmp_path / REPORT_JSON).read_text())

@@ -45,7 +45,7 @@ def test_mapping_is_small_picklable_keeps_id_types_and_names_unknown_agents():
 
 
 def test_wrong_option_types_are_named_before_anything_runs():
-    message = r"SePS option transitions_per_agent='1000' has type str; it must be an integer. Fix: write " \
+    message = r"SePS option transitions_per_agent='1000' has type str; it must be \"auto\" or an integer. Fix: write " \
               r"transitions_per_agent=1000, without quotes"
     with pytest.raises(TypeError, match=message):
         SePSCallback.with_options(transitions_per_agent="1000")

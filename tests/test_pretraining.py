@@ -1,30 +1,49 @@
-"""Pretraining end to end on real environments: rollouts -> encoder -> clusters."""
+"""Pretraining end to end on real environments: rollouts -> encoder -> clusters -> report."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from rllib_seps.cli.experiment_file import load_experiments
-from rllib_seps.pretraining.clustering import cluster_agents
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
-from rllib_seps.envs.adapter import rllib_creator
+from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.options import SePSOptions
+from rllib_seps.pretraining.clustering import cluster_agents, noise_contrasts, without_shared
+from rllib_seps.pretraining.encoder import Embeddings
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
 from rllib_seps.pretraining.rollouts import collect_random_rollouts
 
 ROOT = Path(__file__).resolve().parents[1]
-# Enough to tell alike from different agents; the ARI tests use the defaults.
-QUICK = dict(progress=False, updates=1500, transitions_per_agent=1000)
+# A fixed small budget for tests of the plumbing; the tests of automatic K use the defaults.
+FIXED = dict(progress=False, transitions_per_agent=400, updates=300)
 
 
 def bps(counts):
     return rllib_creator(lambda **kw: BlindParticleSpread(counts, **kw))
+
+
+def spread_box(cfg=None):
+    from mpe2 import simple_spread_v3
+
+    return SortedParallelEnv(simple_spread_v3.parallel_env(N=3, continuous_actions=True, max_cycles=25))
+
+
+def pistonball(cfg=None):
+    """Four pistons (two of them at a wall) seeing grey 16x16 images, with Box actions."""
+    import supersuit
+    from pettingzoo.butterfly import pistonball_v6
+
+    env = pistonball_v6.parallel_env(n_pistons=4, max_cycles=125)
+    return SortedParallelEnv(supersuit.resize_v1(supersuit.color_reduction_v0(env, mode="full"), 16, 16))
 
 
 def true_types(name: str) -> list[int]:
@@ -32,43 +51,126 @@ def true_types(name: str) -> list[int]:
     return [types[a] for a in sorted(types)]
 
 
-@pytest.mark.parametrize("name", ["bps_1", "bps_4"])
-def test_auto_k_recovers_colours(name):
-    result = run_pretraining(rllib_creator(ENVIRONMENTS[name]), {}, SePSOptions(seed=1, progress=False))
-    assert adjusted_rand_score(true_types(name), result.labels) == 1.0
-    assert result.clustering.k == len(set(true_types(name)))
-    assert result.clustering.scores, "automatic K reports the score of every K tried"
+def pretrain(creator, **options):
+    """Pretraining with the package defaults (and `options`), failing on a low-confidence warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="SePS chose")
+        return run_pretraining(creator, {}, SePSOptions(progress=False, **options))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["bps_h_1", "crware_1", "lbf"])
-def test_tuned_options_recover_the_types_of_each_paper_family(name):
-    """With its tuned config's SePS options (LBF: 200k transitions per agent, about 3 minutes)."""
-    (experiment,) = load_experiments(ROOT / "tuned_configs" / f"{name}-seps-ppo.yaml")
-    options = dataclasses.replace(experiment.seps, progress=False)
-    result = run_pretraining(rllib_creator(ENVIRONMENTS[name]), {}, options)
-    assert adjusted_rand_score(true_types(name), result.labels) == 1.0, result.clustering.reason
+# --- Automatic K on real environments ------------------------------------------------------
 
-
-def test_same_seed_same_clusters_and_embeddings():
-    runs = [run_pretraining(bps((3, 3)), {}, SePSOptions(seed=3, progress=False, updates=500, transitions_per_agent=300))
-            for _ in range(2)]
-    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
-    np.testing.assert_allclose(runs[0].embeddings.means, runs[1].embeddings.means)
-
-
-@pytest.mark.parametrize("counts", [(12,), (2,)])
-def test_alike_agents_give_one_cluster(counts):
-    result = run_pretraining(bps(counts), {}, SePSOptions(**QUICK))
+@pytest.mark.parametrize("creator", [bps((8,)), spread_box, pistonball],
+                         ids=["vector-discrete", "vector-box-actions", "image-box-actions"])
+def test_alike_agents_give_one_confident_cluster(creator):
+    result = pretrain(creator)
     assert result.clustering.k == 1, result.clustering.reason
-    assert set(result.mapping.module_ids) == {"cluster_0"}
+    assert result.confident and set(result.mapping.module_ids) == {"cluster_0"}
 
 
-def test_two_different_agents_give_two_clusters():
-    result = run_pretraining(bps((1, 1)), {}, SePSOptions(**QUICK))
-    assert result.clustering.k == 2, result.clustering.reason
-    assert result.mapping.module_ids == ["cluster_0", "cluster_1"]
+@pytest.mark.parametrize("name", [
+    "bps_4",  # types of 2, 2, 2, 15 and 9 agents
+    pytest.param("bps_h_1", marks=pytest.mark.slow),
+    pytest.param("crware_1", marks=pytest.mark.slow),
+    pytest.param("lbf", marks=pytest.mark.slow),
+])
+def test_auto_k_recovers_the_types_of_each_paper_family(name):
+    """With the package defaults: no per-task budget."""
+    result = pretrain(rllib_creator(ENVIRONMENTS[name]))
+    assert adjusted_rand_score(true_types(name), result.labels) == 1.0, result.clustering.reason
+    assert result.confident
 
+
+@pytest.mark.parametrize("counts, k", [((2,), 1), ((1, 1), 2)], ids=["alike", "different"])
+def test_two_agents(counts, k):
+    result = pretrain(bps(counts))
+    assert result.clustering.k == k, result.clustering.reason
+
+
+def test_low_confidence_decision_warns_naming_the_option():
+    # 100 transitions per agent cannot tell two BPS colours apart: the decision says so.
+    with pytest.warns(UserWarning, match=r"low confidence.*transitions_per_agent=\"auto\" or more than 100"):
+        result = run_pretraining(bps((1, 1)), {}, SePSOptions(progress=False, transitions_per_agent=100))
+    assert not result.confident and not result.summary()["confident"]
+
+
+def test_auto_budget_stops_at_its_cap_and_warns():
+    options = SePSOptions(progress=False, first_transitions_per_agent=100, max_transitions_per_agent=200)
+    with pytest.warns(UserWarning, match=r"raise max_transitions_per_agent \(now 200"):
+        result = run_pretraining(bps((1, 1)), {}, options)
+    assert [r.transitions_per_agent for r in result.rounds] == [100, 200]
+
+
+SAME_SEED_SCRIPT = """
+import numpy as np
+from rllib_seps.envs import BlindParticleSpread
+from rllib_seps.envs.adapter import rllib_creator
+from rllib_seps.options import SePSOptions
+from rllib_seps.pretraining.pipeline import run_pretraining
+result = run_pretraining(rllib_creator(lambda **kw: BlindParticleSpread((2, 2, 1), **kw)), {},
+                         SePSOptions(seed=3, progress=False, transitions_per_agent=600, updates=400))
+print(result.labels.tolist(), np.round(result.embeddings.decoy_behaviour, 5).tobytes().hex()[:4000])
+"""
+
+
+def test_same_seed_same_clusters_across_hash_seeds():
+    """Two processes with different PYTHONHASHSEED (and thread counts) give identical results."""
+    outputs = []
+    for hash_seed, threads in (("0", "1"), ("12345", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", SAME_SEED_SCRIPT], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout.strip().splitlines()[-1])
+    assert outputs[0] == outputs[1]
+
+
+# --- The decision on known points -----------------------------------------------------------
+
+def synthetic(centres, decoys=4, dims=30, noise=1.0, shared=5.0, seed=0):
+    """Embeddings whose agents sit at `centres` (one row each), with iid noise per decoy and a
+    large offset per decoy index that all agents share (as data from the same episodes gives)."""
+    rng = np.random.default_rng(seed)
+    centres = np.asarray(centres, float)
+    points = (centres[:, None, :] + noise * rng.normal(size=(len(centres), decoys, dims))
+              + shared * rng.normal(size=(1, decoys, dims)))
+    return Embeddings(agent_ids=[f"a{i:02d}" for i in range(len(centres))], decoy_means=points[..., :5],
+                      decoy_behaviour=points)
+
+
+def test_contrasts_hold_only_the_noise_with_the_variance_of_an_agents_mean():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(3000, 4, 3))
+    moved = noise + 10 * rng.normal(size=(3000, 1, 3)) + 10 * rng.normal(size=(1, 4, 3))
+    np.testing.assert_allclose(noise_contrasts(without_shared(moved)), noise_contrasts(without_shared(noise)))
+    assert (noise_contrasts(without_shared(noise)) ** 2).mean() == pytest.approx(1 / 4, rel=0.03)
+
+
+@pytest.mark.parametrize("n", [2, 12])
+def test_alike_points_give_a_confident_k1(n):
+    result = cluster_agents(synthetic(np.zeros((n, 30))))
+    assert result.k == 1 and result.confident, result.reason
+    assert result.spread == pytest.approx(1, abs=0.7)
+
+
+def test_separated_groups_are_found_and_subgroups_of_noise_are_not():
+    centres = np.repeat(np.eye(3, 30) * 10.0, [2, 6, 9], axis=0)  # types of 2, 6 and 9 agents
+    result = cluster_agents(synthetic(centres))
+    assert result.k == 3 and result.confident, result.reason
+    assert adjusted_rand_score(np.repeat([0, 1, 2], [2, 6, 9]), result.labels) == 1.0
+    assert result.candidates[3].significant and result.candidates[3].stable
+    assert not (result.candidates[4].significant and result.candidates[4].stable)
+
+
+def test_a_difference_near_the_noise_is_not_confident():
+    # Two groups 2.8 apart, where one agent's point has noise 2.7 (30 dims of 0.5): seen, not resolved.
+    centres = np.repeat(np.eye(2, 30) * 2.0, 6, axis=0)
+    result = cluster_agents(synthetic(centres, seed=3))
+    assert result.k == 1 and not result.confident, result.reason
+    assert "more data" in result.reason
+
+
+# --- Given K, options and errors -----------------------------------------------------------
 
 def test_given_k_larger_than_agents_raises():
     with pytest.raises(ValueError, match=r"n_clusters=5 is larger than the number of agents \(3\)"):
@@ -76,11 +178,25 @@ def test_given_k_larger_than_agents_raises():
 
 
 def test_given_k_and_degenerate_k_warns():
-    result = run_pretraining(bps((2, 2)), {}, SePSOptions(n_clusters=2, **QUICK))
+    result = run_pretraining(bps((2, 2)), {}, SePSOptions(n_clusters=2, **FIXED))
     assert result.clustering.k == 2 and "given" in result.clustering.reason
     with pytest.warns(UserWarning, match="n_clusters=4 with 4 agents gives one module per agent"):
         cluster_agents(result.embeddings, 4)
 
+
+@pytest.mark.parametrize("options, match", [
+    ({"transitions_per_agent": 2}, r"transitions_per_agent=2 is invalid: must be \"auto\" or an integer >= 4"),
+    ({"updates": "many"}, r"updates='many' is invalid"),
+    ({"max_transitions_per_agent": 500}, r"max_transitions_per_agent=500 is invalid: must be >= first"),
+    ({"k_criterion": "gap"}, r"k_criterion='gap' is invalid"),
+    ({"resolution": 0}, r"resolution=0 is invalid"),
+])
+def test_bad_options_are_named(options, match):
+    with pytest.raises(ValueError, match=match):
+        SePSOptions(**options)
+
+
+# --- Rollouts --------------------------------------------------------------------------------
 
 def test_rollouts_pad_observations_and_mask_real_entries():
     data = collect_random_rollouts(rllib_creator(ENVIRONMENTS["bps_h_1"]), {},
@@ -100,18 +216,6 @@ def test_non_multi_agent_env_is_rejected():
         collect_random_rollouts(lambda cfg: gym.make("CartPole-v1").unwrapped, {}, progress=False)
 
 
-def test_report_text_json_and_png(tmp_path):
-    result = run_pretraining(bps((2, 2)), {}, SePSOptions(**QUICK))
-    text = format_report(result)
-    assert "cluster_0" in text and "transitions" in text
-    files = write_report(result, tmp_path)
-    assert files["png"].stat().st_size > 1000
-    import json
-
-    report = json.loads(files["json"].read_text())
-    assert report["n_agents"] == 4 and set(report["timings_s"]) >= {"rollouts", "encoder", "clustering"}
-
-
 def test_rollouts_over_ray_tasks_are_deterministic(ray_session):
     runs = [collect_random_rollouts(bps((2, 2)), {}, transitions_per_agent=200, seed=5, num_tasks=2,
                                     progress=False) for _ in range(2)]
@@ -120,16 +224,42 @@ def test_rollouts_over_ray_tasks_are_deterministic(ray_session):
     np.testing.assert_array_equal(runs[0].agent, runs[1].agent)
 
 
-def test_box_actions_are_encoded_raw():
-    from mpe2 import simple_spread_v3
-
-    from rllib_seps.envs.adapter import SortedParallelEnv
-
-    def creator(cfg):
-        return SortedParallelEnv(simple_spread_v3.parallel_env(N=3, continuous_actions=True, max_cycles=25))
-
-    data = collect_random_rollouts(creator, {}, transitions_per_agent=50, progress=False)
+def test_box_actions_are_encoded_raw_and_dict_observations_flattened():
+    data = collect_random_rollouts(spread_box, {}, transitions_per_agent=50, progress=False)
     assert data.action.shape[1] == 5  # Box(0, 1, (5,)) kept as is, not one-hot
     assert np.all((data.action >= 0) & (data.action <= 1)) and len(np.unique(data.action)) > 100
-    result = run_pretraining(creator, {}, SePSOptions(**QUICK))
-    assert len(result.labels) == 3
+
+    import gymnasium as gym
+
+    from rllib_seps.sharing.spaces import flatten_to_vector
+
+    space = gym.spaces.Dict({"pos": gym.spaces.Box(-1, 1, (2,)), "goal": gym.spaces.Discrete(3)})
+
+    class DictObs(BlindParticleSpread):
+        def __init__(self, **kw):
+            super().__init__((1, 1), **kw)
+            self.observation_spaces = {a: space for a in self.possible_agents}
+
+        def _per_agent(self, obs):
+            return {a: {"pos": o[2:4].clip(-1, 1), "goal": i % 3} for i, (a, o) in
+                    enumerate(zip(self.possible_agents, obs))}
+
+    data = collect_random_rollouts(rllib_creator(DictObs), {}, transitions_per_agent=10, progress=False)
+    assert data.obs.shape[1] == 5  # gymnasium's flat layout: one-hot goal (3), then pos (2)
+    first = flatten_to_vector({"pos": data.obs[0, 3:], "goal": 0}, space)
+    np.testing.assert_array_equal(data.obs[0], first)
+
+
+# --- Report ----------------------------------------------------------------------------------
+
+def test_report_text_json_and_png(tmp_path):
+    result = run_pretraining(bps((2, 2)), {}, SePSOptions(seed=1, **FIXED))
+    text = format_report(result)
+    assert "cluster_0" in text and "transitions" in text and "updates" in text
+    assert "options (others at their defaults): transitions_per_agent=400, updates=300, seed=1" in text
+    files = write_report(result, tmp_path)
+    assert files["png"].stat().st_size > 1000
+    report = json.loads(files["json"].read_text())
+    assert report["n_agents"] == 4 and set(report["timings_s"]) >= {"rollouts", "encoder", "clustering"}
+    assert report["options"]["transitions_per_agent"] == 400 and report["options"]["seed"] == 1
+    assert isinstance(report["confident"], bool) and report["candidates"]

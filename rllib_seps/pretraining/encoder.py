@@ -1,9 +1,22 @@
 """The SePS encoder-decoder (section 3.1 of the paper): agent id -> embedding, trained to predict
 each agent's next observation and reward.
 
-The encoder sees only the one-hot agent index; observation and action bypass it and go to the
-decoder. Through that bottleneck z can only carry what distinguishes agents: their reward and
+The encoder sees only the one-hot identity; observation and action bypass it and go to the
+decoder. Through that bottleneck z can only carry what distinguishes identities: their reward and
 observation-transition functions.
+
+**Decoys.** Each agent enters the encoder as :data:`DECOYS` identities, each fitted on its own
+contiguous share of the agent's transitions (quarters in collection order: separate episodes
+and trajectories, so that they are as independent as two agents' data). The decoys of one agent
+have the same reward and dynamics by construction, so how far apart they land is the noise of the
+estimate at this data size and fit; the clustering compares agents against exactly that noise
+(:mod:`rllib_seps.pretraining.clustering`).
+
+**When to stop.** With ``updates="auto"`` Adam runs at ``lr`` for at least :data:`MIN_EPOCHS`
+passes over the data and until the errors of next observation and of reward on a fixed
+evaluation sample both stop improving (by :data:`THRESHOLD`, over :data:`PATIENCE` checks), then
+at ``lr / 10`` likewise, and stops at the second plateau (or at ``max_updates``). A given number of updates
+instead runs exactly that many with cosine decay (the paper's fixed budget).
 """
 
 from __future__ import annotations
@@ -21,24 +34,46 @@ from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.rollouts import Transitions
 from rllib_seps.sharing.mapping import AgentID
 
+DECOYS = 4
+"""Identities per agent in the encoder; 4 give 3 independent noise contrasts per agent and two
+disjoint halves of the data (decoys 0-1 and 2-3) for the stability check."""
+CHECK_EVERY = 100
+"""Updates between two evaluations of the convergence loss."""
+PATIENCE = 3
+"""Checks without an improvement of THRESHOLD that make a plateau."""
+THRESHOLD = 0.02
+"""Improvement of the convergence measure (the sum of the logs of the evaluation errors of next
+observation, per entry, and of reward, each plus FITTED) that counts as progress: about 2% less
+error in either."""
+FITTED = 0.01
+"""An error below this fraction of its (standardised) target's variance counts as fitted."""
+PLATEAUS = 2
+"""Plateaus until training stops; after each but the last the learning rate drops tenfold."""
+MIN_EPOCHS = 4.0
+"""Passes over the data before the first plateau may count: where rewards are rare, the few
+transitions that tell types apart must be seen several times (LBF: 4 passes found its levels
+where the loss alone stopped after 2; 8 passes at the full rate fitted noise instead)."""
+EVAL_SAMPLE = 8192
+"""Transitions (at most) in the fixed sample on which convergence is judged."""
+
 
 class AgentEncoderDecoder(nn.Module):
     """Encoder ``one_hot(i) -> N(mean, diag(exp(log_var)))`` and decoder ``(o, a, z) -> (o', r)``.
 
     Args:
-        n_agents: N, size of the one-hot agent index.
+        n_identities: Size of the one-hot identity (agents times decoys).
         obs_dim: Size of the (flattened, padded) observation.
         act_dim: Size of the action encoding.
         latent_dim: m, size of the embedding.
         hidden_size: Width of the hidden layers (64 in the paper).
     """
 
-    def __init__(self, n_agents: int, obs_dim: int, act_dim: int, latent_dim: int,
+    def __init__(self, n_identities: int, obs_dim: int, act_dim: int, latent_dim: int,
                  hidden_size: int) -> None:
         super().__init__()
-        self.n_agents = n_agents
+        self.n_identities = n_identities
         self.encoder = nn.Sequential(
-            nn.Linear(n_agents, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 2 * latent_dim)
+            nn.Linear(n_identities, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 2 * latent_dim)
         )
         self.decoder = nn.Sequential(
             nn.Linear(obs_dim + act_dim + latent_dim, hidden_size), nn.ReLU(),
@@ -46,41 +81,57 @@ class AgentEncoderDecoder(nn.Module):
             nn.Linear(hidden_size, obs_dim + 1),  # next observation and reward
         )
 
-    def encode(self, agent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Agent indices ``(B,)`` -> mean and log-variance, each ``(B, m)``."""
-        mean, log_var = self.encoder(F.one_hot(agent, self.n_agents).float()).chunk(2, dim=-1)
+    def encode(self, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity indices ``(B,)`` -> mean and log-variance, each ``(B, m)``."""
+        first, rest = self.encoder[0], self.encoder[1:]
+        # first(one_hot(i)) is column i of its weight plus its bias: a lookup, with no (B, I) one-hot
+        # matrix (thousands of identities would make that the largest cost of an update).
+        mean, log_var = rest(F.embedding(identity, first.weight.T) + first.bias).chunk(2, dim=-1)
         return mean, log_var
 
-    def forward(self, agent: torch.Tensor, obs_action: torch.Tensor,
+    def forward(self, identity: torch.Tensor, obs_action: torch.Tensor,
                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predicts ``(B, obs_dim + 1)`` from the concatenated observation and action encoding
         and a reparameterised sample z = mean + std * noise."""
-        mean, log_var = self.encode(agent)
+        mean, log_var = self.encode(identity)
         z = mean + torch.exp(0.5 * log_var) * noise
         return self.decoder(torch.cat([obs_action, z], dim=-1)), mean, log_var
 
 
 @dataclass
 class Embeddings:
-    """The trained encoder's posterior for every agent.
+    """The trained encoder's posterior for every agent and each of its decoys.
 
     Attributes:
         agent_ids: Agents in ``sorted_agents`` order, one row each below.
-        means: ``(N, m)`` posterior means (never a sample is clustered).
-        stds: ``(N, m)`` posterior standard deviations.
-        behaviour: ``(N, P * (D + 1))`` the decoder's predictions (next observation and reward,
-            in standardised units) at each agent's mean z, for P probe transitions shared by all
-            agents: the agent's modelled transition and reward function.
-        losses: Mean training loss over each tenth of the updates.
+        decoy_means: ``(N, S, m)`` posterior means of each agent's S decoys.
+        decoy_behaviour: ``(N, S, P * (D + 1))`` the decoder's predictions (next observation and
+            reward, in standardised units) at each decoy's mean z, for P probe transitions shared
+            by all: the modelled transition and reward function.
+        losses: Evaluation loss at every check (every :data:`CHECK_EVERY` updates).
+        updates: Gradient updates made.
+        converged: Whether training stopped on a plateau (False: it hit ``max_updates``, or a
+            fixed number of updates was given).
         seconds: Wall time of the training.
     """
 
     agent_ids: list[AgentID]
-    means: np.ndarray
-    stds: np.ndarray
-    behaviour: np.ndarray
+    decoy_means: np.ndarray
+    decoy_behaviour: np.ndarray
     losses: list[float] = field(default_factory=list)
+    updates: int = 0
+    converged: bool = False
     seconds: float = 0.0
+
+    @property
+    def means(self) -> np.ndarray:
+        """``(N, m)`` each agent's embedding: the mean over its decoys."""
+        return self.decoy_means.mean(axis=1)
+
+    @property
+    def behaviour(self) -> np.ndarray:
+        """``(N, P * (D + 1))`` each agent's modelled behaviour: the mean over its decoys."""
+        return self.decoy_behaviour.mean(axis=1)
 
 
 def _standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -92,25 +143,53 @@ def _standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return np.where(mask, (x - mean) / np.sqrt(var + 1e-8), 0).astype(np.float32)
 
 
+def decoy_identities(agent: np.ndarray, n_agents: int, decoys: int = DECOYS) -> np.ndarray:
+    """The decoy identity ``agent * decoys + d`` of every transition: decoy ``d`` of an agent
+    holds the ``d``-th of ``decoys`` equal, contiguous parts of its transitions in collection order.
+
+    Args:
+        agent: ``(T,)`` agent index of every transition.
+        n_agents: N.
+        decoys: Decoys per agent.
+
+    Returns:
+        ``(T,)`` int64 decoy identities in ``0 .. N * decoys - 1``.
+    """
+    identity = np.empty(len(agent), np.int64)
+    for i in range(n_agents):
+        rows = np.flatnonzero(agent == i)
+        identity[rows] = i * decoys + np.arange(len(rows)) * decoys // max(len(rows), 1)
+    return identity
+
+
 def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Embeddings:
-    """Fits the encoder-decoder on the transitions; returns each agent's posterior and behaviour.
+    """Fits the encoder-decoder on the transitions; returns every decoy's posterior and behaviour.
 
     Loss per transition: squared error of the next observation over the agent's real entries plus
     squared error of the reward, plus ``kl_weight * KL(q(z|i) || N(0, I))``; Adam on random
-    minibatches for a fixed number of updates (so the cost does not grow with the data).
+    minibatches, until converged (``updates="auto"``) or for a given number of updates.
 
     Args:
         data: Transitions from :func:`rllib_seps.pretraining.rollouts.collect_random_rollouts`.
         options: ``latent_dim``, ``hidden_size``, ``kl_weight``, ``lr``, ``batch_size``,
-            ``updates``, ``normalize``, ``seed`` and ``progress`` are used.
+            ``updates``, ``max_updates``, ``normalize``, ``probe_transitions``, ``seed`` and
+            ``progress`` are used.
+
+    Raises:
+        ValueError: If an agent has fewer transitions than it has decoys.
     """
     start = time.perf_counter()
+    n_agents = len(data.agent_ids)
+    counts = np.bincount(data.agent, minlength=n_agents)
+    if counts.min() < DECOYS:
+        raise ValueError(f"Agent {data.agent_ids[int(counts.argmin())]} has {counts.min()} transitions; "
+                         f"the encoder needs at least {DECOYS}. Collect more (transitions_per_agent).")
     row_mask = data.obs_mask[data.agent]
     obs, next_obs, reward = data.obs, data.next_obs, data.reward[:, None]
     if options.normalize:
         obs, next_obs, reward = (_standardise(obs, row_mask), _standardise(next_obs, row_mask),
                                  _standardise(reward))
-    agent = torch.as_tensor(data.agent)
+    identity = torch.as_tensor(decoy_identities(data.agent, n_agents))
     obs_act = torch.as_tensor(np.concatenate([obs, data.action], axis=1))
     targets = torch.as_tensor(np.concatenate([next_obs, reward], axis=1))
     target_mask = torch.as_tensor(np.concatenate([row_mask, np.ones_like(reward, bool)], axis=1))
@@ -118,44 +197,78 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
     gen = torch.Generator().manual_seed(options.seed)
     with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
         torch.manual_seed(options.seed)
-        model = AgentEncoderDecoder(len(data.agent_ids), obs.shape[1], data.action.shape[1],
+        model = AgentEncoderDecoder(n_agents * DECOYS, obs.shape[1], data.action.shape[1],
                                     options.latent_dim, options.hidden_size)
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr)
-    # Cosine decay to zero: the last updates settle each agent's z instead of jittering around it.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=options.updates)
+    auto = options.updates == "auto"
+    max_updates = options.max_updates if auto else options.updates
+    if auto:
+        # Each plateau divides the rate by 10; the third ends training (see the module docstring).
+        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, factor=0.1, patience=PATIENCE - 1, threshold=THRESHOLD, threshold_mode="abs")
+    else:
+        # Cosine decay to zero: the last updates settle each z instead of jittering around it.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_updates)
+    eval_rows = torch.randperm(len(identity), generator=gen)[:EVAL_SAMPLE]
 
-    losses, running = [], []
-    report_every = max(1, options.updates // 10)
-    for update in tqdm(range(options.updates), desc="SePS encoder", unit="update",
-                       disable=not options.progress, leave=False, mininterval=1.0):
-        idx = torch.randint(len(agent), (options.batch_size,), generator=gen)
-        noise = torch.randn(len(idx), options.latent_dim, generator=gen)
-        pred, mean, log_var = model(agent[idx], obs_act[idx], noise)
-        recon = ((pred - targets[idx]) ** 2 * target_mask[idx]).sum(-1).mean()
+    def loss_of(rows: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss to minimise, and the squared errors of next observation and of reward."""
+        pred, mean, log_var = model(identity[rows], obs_act[rows], noise)
+        error = (pred - targets[rows]) ** 2 * target_mask[rows]
         kl = -0.5 * (1 + log_var - mean**2 - log_var.exp()).sum(-1).mean()
-        loss = recon + options.kl_weight * kl
+        obs_error, reward_error = error[:, :-1].sum(-1).mean(), error[:, -1].mean()
+        return obs_error + reward_error + options.kl_weight * kl, obs_error, reward_error
+
+    losses, converged, update = [], False, 0
+    bar = tqdm(total=max_updates, desc="SePS encoder", unit="update", disable=not options.progress,
+               leave=False, mininterval=1.0)
+    while update < max_updates and not converged:
+        idx = torch.randint(len(identity), (options.batch_size,), generator=gen)
+        loss, _, _ = loss_of(idx, torch.randn(len(idx), options.latent_dim, generator=gen))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        schedule.step()
-        running.append(loss.item())
-        if (update + 1) % report_every == 0:
-            losses.append(float(np.mean(running)))
-            running = []
+        update += 1
+        if not auto:
+            schedule.step()
+        if update % CHECK_EVERY == 0 or update == max_updates:
+            with torch.no_grad():  # at each identity's mean z: a deterministic, smooth signal
+                loss, obs_error, reward_error = loss_of(eval_rows, torch.zeros(len(eval_rows), options.latent_dim))
+            losses.append(float(loss))
+            if auto and update * options.batch_size >= MIN_EPOCHS * len(identity):
+                # Both parts must settle: where rewards are rare their error is a small part of the
+                # loss, and the types that differ only in them are learned last.
+                # Per standardised target; an error below FITTED of the target's variance counts as
+                # fitted, whatever its relative progress.
+                per_obs = obs_error / data.obs_mask.sum(1).mean()
+                schedule.step(float(torch.log(per_obs + FITTED) + torch.log(reward_error + FITTED)))
+                converged = schedule.get_last_lr()[0] < options.lr * 0.5 * 0.1 ** (PLATEAUS - 1)
+            bar.update(update - bar.n)
+    bar.close()
 
     with torch.no_grad():
-        mean, log_var = model.encode(torch.arange(len(data.agent_ids)))
-        behaviour = _behaviour(model, obs_act, mean, gen, options.probe_transitions)
-    return Embeddings(agent_ids=list(data.agent_ids), means=mean.numpy(),
-                      stds=torch.exp(0.5 * log_var).numpy(), behaviour=behaviour.numpy(),
-                      losses=losses, seconds=time.perf_counter() - start)
+        mean, _ = model.encode(torch.arange(n_agents * DECOYS))
+        masks = torch.as_tensor(np.repeat(data.obs_mask, DECOYS, axis=0))
+        behaviour = _behaviour(model, obs_act, mean, masks, gen, options.probe_transitions)
+    return Embeddings(agent_ids=list(data.agent_ids),
+                      decoy_means=mean.numpy().reshape(n_agents, DECOYS, -1),
+                      decoy_behaviour=behaviour.numpy().reshape(n_agents, DECOYS, -1),
+                      losses=losses, updates=update, converged=converged,
+                      seconds=time.perf_counter() - start)
 
 
 def _behaviour(model: AgentEncoderDecoder, obs_act: torch.Tensor, means: torch.Tensor,
-               gen: torch.Generator, n_probe: int) -> torch.Tensor:
-    """Decoder predictions at every agent's mean z for the same probe inputs: ``(N, P * (D+1))``."""
+               obs_masks: torch.Tensor, gen: torch.Generator, n_probe: int) -> torch.Tensor:
+    """Decoder predictions at every identity's mean z for the same probe inputs: ``(I, P * (D+1))``.
+
+    Predicted entries outside an identity's own observation (padding, never in its loss) are
+    zeroed: they say nothing about the agent, and unconstrained they would only add noise.
+    """
     probe = obs_act[torch.randperm(len(obs_act), generator=gen)[:n_probe]]
-    n, p = len(means), len(probe)
-    z = means[:, None, :].expand(n, p, -1)
-    inputs = torch.cat([probe[None].expand(n, p, -1), z], dim=-1)
-    return model.decoder(inputs).reshape(n, -1)
+    rows = []
+    for chunk, masks in zip(means.split(256), obs_masks.split(256)):  # bounds memory
+        n, p = len(chunk), len(probe)
+        inputs = torch.cat([probe[None].expand(n, p, -1), chunk[:, None, :].expand(n, p, -1)], dim=-1)
+        keep = torch.cat([masks, torch.ones(n, 1, dtype=torch.bool)], dim=1)[:, None, :]
+        rows.append((model.decoder(inputs) * keep).reshape(n, -1))
+    return torch.cat(rows)

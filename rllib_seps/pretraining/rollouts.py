@@ -14,11 +14,14 @@ from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm.auto import tqdm
 
 from rllib_seps.sharing.mapping import AgentID, sorted_agents
+from rllib_seps.sharing.spaces import flatten_to_vector
 
 EnvCreator = Callable[[dict], Any]
+_LEAVES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Transitions:
         reward: ``(T,)`` float32 the agent's own reward.
         next_obs: ``(T, D)`` float32 next observations.
         obs_mask: ``(N, D)`` bool, True where an agent's observation has a real (not padded) entry.
+        episodes: ``(N,)`` int64, how many episodes each agent's transitions come from.
         seconds: Wall time of the collection.
     """
 
@@ -43,6 +47,7 @@ class Transitions:
     reward: np.ndarray
     next_obs: np.ndarray
     obs_mask: np.ndarray
+    episodes: np.ndarray
     seconds: float = 0.0
 
     def __len__(self) -> int:
@@ -53,12 +58,23 @@ class Transitions:
         counts = np.bincount(self.agent, minlength=len(self.agent_ids))
         return dict(zip(self.agent_ids, counts.tolist()))
 
+    def extended(self, more: "Transitions") -> "Transitions":
+        """These transitions followed by ``more`` of the same agents (each agent's rows stay in
+        collection order)."""
+        if more.agent_ids != self.agent_ids or not np.array_equal(more.obs_mask, self.obs_mask):
+            raise ValueError("Can only extend transitions of the same agents and observation sizes.")
+        return Transitions(self.agent_ids, *(np.concatenate([getattr(self, k), getattr(more, k)])
+                                             for k in ("agent", "obs", "action", "reward", "next_obs")),
+                           obs_mask=self.obs_mask, episodes=self.episodes + more.episodes,
+                           seconds=self.seconds + more.seconds)
 
-def _flattener(space: gym.Space) -> Callable[[Any], np.ndarray]:
-    # Box observations and actions are by far the most common: skip gymnasium's generic dispatch.
-    if isinstance(space, gym.spaces.Box):
-        return lambda x: np.asarray(x, np.float32).reshape(-1)
-    return lambda x: np.asarray(gym.spaces.flatten(space, x), np.float32)
+
+def _flatten_batch(items: list, space: gym.Space) -> np.ndarray:
+    """One agent's observations (or actions) -> ``(len(items), flatdim)`` float32 rows."""
+    # Leaf spaces' values stack directly; Dict and Tuple values go through gymnasium's own batching.
+    batch = (np.asarray(items) if isinstance(space, _LEAVES)
+             else concatenate(space, items, create_empty_array(space, len(items))))
+    return flatten_to_vector(batch, space)
 
 
 def make_env(env_creator: EnvCreator, env_config: dict) -> Any:
@@ -120,19 +136,22 @@ def agent_spaces(env: Any) -> tuple[list, dict, dict]:
     return agents, spaces[0], spaces[1]
 
 
-def _check_finite(values: np.ndarray, agent: Any, what: str, step: int, episode_step: int) -> None:
-    """Raises ValueError naming the agent and step if ``values`` hold NaN or inf."""
-    if not np.isfinite(values).all():
-        bad = np.flatnonzero(~np.isfinite(np.atleast_1d(values)))
-        raise ValueError(
-            f"Agent {agent!r} got {what} with NaN or inf at step {step} of the random rollouts "
-            f"(step {episode_step} of its episode; entries {bad[:10].tolist()}). SePS pretraining "
-            "cannot learn from them. Fix: make the environment return finite values."
-        )
+def _first_not_finite(values: np.ndarray) -> int | None:
+    """Index of the first row of ``values`` that holds NaN or inf, else None."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def _not_finite(agent: Any, what: str, step: int, episode_step: int):
+    raise ValueError(
+        f"Agent {agent!r} got {what} with NaN or inf at step {step} of the random rollouts "
+        f"(step {episode_step} of its episode). SePS pretraining cannot learn from it. "
+        "Fix: make the environment return finite values."
+    )
 
 
 def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
-                       seed: int, progress: bool) -> tuple[list, dict[Any, list[list]]]:
+                       seed: int, progress: bool) -> tuple[list, dict[Any, tuple]]:
     """Steps the env with uniform random actions until every agent has enough transitions.
 
     An agent's transition ends at its next observation, whenever that comes: at the next step
@@ -140,8 +159,9 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     in between are summed, as RLlib does.
 
     Returns:
-        The agent ids (:func:`agent_spaces` order) and, per agent, four lists: obs, action,
-        reward, next_obs.
+        The agent ids (:func:`agent_spaces` order) and, per agent, in time order: flat
+        observations ``(T_a, D_a)``, flat actions ``(T_a, A_a)``, rewards ``(T_a,)``, flat next
+        observations, and the number of episodes they come from.
 
     Raises:
         ValueError: If an observation or reward holds NaN or inf (naming the agent and step).
@@ -152,16 +172,16 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     rng = np.random.default_rng(seed)
     for i, aid in enumerate(agent_ids):
         act_spaces[aid].seed(int(rng.integers(2**31)) + i)
-    flat_obs = {a: _flattener(obs_spaces[a]) for a in agent_ids}
-    flat_act = {a: _flattener(act_spaces[a]) for a in agent_ids}
-    data = {a: ([], [], [], []) for a in agent_ids}
+    # Per agent: obs, action, reward, when obs came (step, episode step), next obs, when it came.
+    data = {a: ([], [], [], [], [], []) for a in agent_ids}
     counts = dict.fromkeys(agent_ids, 0)
+    episode, last_episode, episodes = 0, dict.fromkeys(agent_ids, -1), dict.fromkeys(agent_ids, 0)
     # An agent that never acts would loop forever: give up after generous many steps.
     max_steps = 100 * transitions_per_agent + 10_000
     bar = tqdm(total=transitions_per_agent, desc="SePS rollouts", unit="transitions/agent",
                disable=not progress, leave=False)
     obs, _ = env.reset(seed=seed)
-    # Agent -> [flat obs, flat action, reward so far], until its next observation arrives.
+    # Agent -> [obs, action, reward so far, when obs came], until its next observation arrives.
     pending: dict[Any, list] = {}
     steps = episode_step = 0
     while min(counts.values()) < transitions_per_agent:
@@ -174,30 +194,29 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
             )
         actions = {a: act_spaces[a].sample() for a in obs}
         for a, act in actions.items():
-            o = flat_obs[a](obs[a])
-            _check_finite(o, a, "an observation", steps, episode_step)
-            pending[a] = [o, flat_act[a](act), 0.0]
+            pending[a] = [obs[a], act, 0.0, (steps, episode_step)]
         next_obs, rewards, terminateds, truncateds, _ = env.step(actions)
         steps += 1
         episode_step += 1
         for a, r in rewards.items():
             if a in pending:
-                _check_finite(np.asarray(r, np.float64), a, "a reward", steps, episode_step)
+                if not np.isfinite(r):
+                    _not_finite(a, "a reward", steps, episode_step)
                 pending[a][2] += float(r)
         for a, o in next_obs.items():
             if a in pending:
-                n = flat_obs[a](o)
-                _check_finite(n, a, "an observation", steps, episode_step)
-                for column, value in zip(data[a], (*pending.pop(a), n)):
+                for column, value in zip(data[a], (*pending.pop(a), o, (steps, episode_step))):
                     column.append(value)
                 counts[a] += 1
+                if last_episode[a] != episode:
+                    last_episode[a], episodes[a] = episode, episodes[a] + 1
         if steps % 50 == 0:
             bar.n = min(min(counts.values()), transitions_per_agent)
             bar.refresh()
         if terminateds.get("__all__") or truncateds.get("__all__"):
             obs, _ = env.reset()
             pending.clear()  # agents that left without a final observation
-            episode_step = 0
+            episode, episode_step = episode + 1, 0
         else:
             gone = {a for a in (*terminateds, *truncateds) if terminateds.get(a) or truncateds.get(a)}
             for a in gone:
@@ -205,14 +224,19 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
             obs = {a: o for a, o in next_obs.items() if a not in gone}
     bar.close()
     env.close()
-    return agent_ids, data
+    flat = {}
+    for a, (o, u, r, obs_at, n, next_at) in data.items():
+        # Flattened a batch at a time (fast); non-finite values are named by the step they came at.
+        o, n = _flatten_batch(o, obs_spaces[a]), _flatten_batch(n, obs_spaces[a])
+        bad = [at[row] for x, at in ((o, obs_at), (n, next_at)) if (row := _first_not_finite(x)) is not None]
+        if bad:
+            _not_finite(a, "an observation", *min(bad))
+        flat[a] = (o, _flatten_batch(u, act_spaces[a]), np.asarray(r, np.float32), n, episodes[a])
+    return agent_ids, flat
 
 
-def _pad(arrays: Sequence[np.ndarray], width: int) -> np.ndarray:
-    out = np.zeros((len(arrays), width), np.float32)
-    for row, a in zip(out, arrays):
-        row[: a.shape[0]] = a
-    return out
+def _pad(x: np.ndarray, width: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, width - x.shape[1])))
 
 
 def tasks_per_node() -> int:
@@ -259,21 +283,22 @@ def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = N
         parts = [_collect_per_agent(env_creator, env_config, transitions_per_agent, seed, progress)]
 
     agent_ids = parts[0][0]
-    obs_dims = {a: parts[0][1][a][0][0].shape[0] for a in agent_ids}
-    act_dims = {a: parts[0][1][a][1][0].shape[0] for a in agent_ids}
-    d, u = max(obs_dims.values()), max(act_dims.values())
+    first = parts[0][1]
+    d = max(first[a][0].shape[1] for a in agent_ids)
+    u = max(first[a][1].shape[1] for a in agent_ids)
     columns: dict[str, list] = {"agent": [], "obs": [], "action": [], "reward": [], "next_obs": []}
     for i, a in enumerate(agent_ids):
         for _, data in parts:
-            o, act, r, n = data[a]
+            o, act, r, n, _ = data[a]
             columns["agent"].append(np.full(len(o), i, np.int64))
             columns["obs"].append(_pad(o, d))
             columns["action"].append(_pad(act, u))
-            columns["reward"].append(np.asarray(r, np.float32))
+            columns["reward"].append(r)
             columns["next_obs"].append(_pad(n, d))
     obs_mask = np.zeros((len(agent_ids), d), bool)
     for i, a in enumerate(agent_ids):
-        obs_mask[i, : obs_dims[a]] = True
-    return Transitions(agent_ids=agent_ids, obs_mask=obs_mask,
+        obs_mask[i, : first[a][0].shape[1]] = True
+    episodes = np.array([sum(data[a][4] for _, data in parts) for a in agent_ids], np.int64)
+    return Transitions(agent_ids=agent_ids, obs_mask=obs_mask, episodes=episodes,
                        seconds=time.perf_counter() - start,
                        **{k: np.concatenate(v) for k, v in columns.items()})
