@@ -90,12 +90,22 @@ def module_specs(plan: SharingPlan, model_config: dict | None = None) -> MultiRL
     return MultiRLModuleSpec(rl_module_specs=specs)
 
 
-def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> AlgorithmConfig:
+def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None,
+               execution: str = "modules") -> AlgorithmConfig:
     """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``.
 
+    Args:
+        execution: ``"modules"``, ``"fast"`` or ``"auto"``: see :attr:`SePSOptions.execution`.
+
     Raises:
-        ValueError: If the config's model_config has settings a shared module would not honour.
+        ValueError: If the config's model_config has settings a shared module would not honour,
+            or ``execution="fast"`` does not apply.
     """
+    from rllib_seps.rllib.fast.execution import apply_execution
+
+    fast = apply_execution(config, plan, model_config, execution)
+    if fast is not None:
+        return fast
     config = config.copy(copy_frozen=False)
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
@@ -153,7 +163,7 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
         result.adaps_masks = _adaps_mask_report(config, model_config, centres)
     plan = build_plan(options.strategy, obs_spaces, act_spaces,
                       labels=None if result is None else result.labels, centres=centres)
-    return apply_plan(config, plan, model_config), result
+    return apply_plan(config, plan, model_config, options.execution), result
 
 
 def _adaps_mask_report(config: AlgorithmConfig, model_config: dict, centres: np.ndarray) -> dict[str, Any]:

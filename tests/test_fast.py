@@ -1,0 +1,161 @@
+"""Fast execution: the grouped module, its learner (each group trained as its own module), the
+array adapters and the fast EnvRunner."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+from rllib_seps.rllib.fast.execution import fast_module_spec
+from rllib_seps.rllib.fast.learner import FastPPOTorchLearner, GroupMinibatches, standardize_per_group
+from rllib_seps.rllib.modules import LAYOUT_KEY, GroupedLinear, RowGroups, SharedActorCriticModule
+from rllib_seps.sharing.groups import grouped_plan
+from rllib_seps.sharing.plan import build_plan
+
+Box, Discrete = gym.spaces.Box, gym.spaces.Discrete
+
+# Four agents of two observation sizes and two action sizes in three clusters.
+OBS = {"a": Box(-1, 1, (4,), np.float32), "b": Box(-1, 1, (4,), np.float32),
+       "c": Box(-1, 1, (7,), np.float32), "d": Box(-1, 1, (4,), np.float32)}
+ACT = {"a": Discrete(3), "b": Discrete(3), "c": Discrete(6), "d": Discrete(3)}
+LABELS = [0, 0, 1, 2]
+HIDDENS = {"fcnet_hiddens": [8, 8]}
+
+
+@pytest.mark.parametrize("counts", [[3, 3, 3], [1, 4, 0, 2]], ids=["balanced", "uneven"])
+def test_row_groups_lay_rows_out_by_group_and_back(counts):
+    group = torch.as_tensor(np.random.default_rng(0).permutation(np.repeat(np.arange(len(counts)), counts)))
+    x = torch.arange(len(group) * 2.0).reshape(len(group), 2)
+    groups = RowGroups(group, len(counts))
+    laid_out = groups.to_groups(x)
+    assert laid_out.shape == (len(counts), max(counts), 2)
+    for g in range(len(counts)):  # each group's rows, in batch order, then zero padding
+        own = x[group == g]
+        assert torch.equal(laid_out[g, :len(own)], own) and not laid_out[g, len(own):].any()
+    assert torch.equal(groups.from_groups(laid_out), x)
+    ordered = RowGroups(torch.sort(group).values, len(counts))
+    assert (ordered.index is None) == (len(set(counts)) == 1)  # sorted equal groups: a free reshape
+
+
+def test_grouped_linear_is_one_linear_layer_per_group():
+    layer = GroupedLinear(3, 5, 2)
+    x = torch.randn(3, 4, 5)
+    expected = torch.stack([x[g] @ layer.weight[g] + layer.bias[g] for g in range(3)])
+    assert torch.allclose(layer(x), expected)
+    assert layer.weight.abs().max() <= 1 / np.sqrt(5)  # nn.Linear's initialisation bound
+
+
+def _learner(spec: RLModuleSpec, learner_class: type):
+    config = (PPOConfig().training(lr=0.01, entropy_coeff=0.01).learners(learner_class=learner_class)
+              .rl_module(rl_module_spec=spec))
+    return config.build_learner(spaces={DEFAULT_MODULE_ID: (spec.observation_space, spec.action_space)})
+
+
+def _train_batch(grouped, agents: list[str], rows_per_agent: int, seed: int = 0) -> dict:
+    """A train batch of random rows of the given agents, as the learner connector would make it."""
+    rng = np.random.default_rng(seed)
+    index = [grouped.agents.index(a) for a in agents for _ in range(rows_per_agent)]
+    obs = np.stack([grouped.layout.pack(grouped.observation_spaces[i].sample()[None], grouped.observation_spaces[i],
+                                        grouped.stacked_codes([i]))[0] for i in index])
+    n = len(index)
+    return {Columns.OBS: obs, Columns.ACTIONS: np.array([rng.integers(grouped.action_spaces[i].n) for i in index]),
+            Columns.ACTION_LOGP: rng.normal(-1.0, 0.3, n).astype(np.float32),
+            Columns.ACTION_DIST_INPUTS: rng.normal(0, 1, (n, grouped.layout.mask_size)).astype(np.float32),
+            Postprocessing.ADVANTAGES: rng.normal(0, 1, n).astype(np.float32),
+            Postprocessing.VALUE_TARGETS: rng.normal(0, 5, n).astype(np.float32)}
+
+
+def _update(learner, batch: dict) -> None:
+    learner.update(batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, len(batch[Columns.OBS])),
+                   num_epochs=1, minibatch_size=None)
+
+
+def _group_parameters(module, g: int) -> dict[str, torch.Tensor]:
+    """Group g's parameters of a grouped module, shaped as a plain module's."""
+    out = {}
+    for name, p in module.named_parameters():
+        p = p.detach()[g].clone()
+        out[name] = p.squeeze(0).T.contiguous() if name.endswith("weight") else p.squeeze(0)
+    return out
+
+
+def _reference(grouped, group_parameters: dict):
+    """A learner of one plain module with the grouped module's layout (no group entry) and the
+    given group's weights: what training that group as its own module gives."""
+    plain = grouped.layout.__class__(grouped.layout.observation_space, grouped.layout.action_space)
+    spec = RLModuleSpec(module_class=SharedActorCriticModule, observation_space=plain.space,
+                        action_space=plain.action_space, model_config={**HIDDENS, LAYOUT_KEY: plain})
+    learner = _learner(spec, PPOTorchLearner)
+    learner.module[DEFAULT_MODULE_ID].load_state_dict(group_parameters, strict=False)
+    return learner
+
+
+def _rows_of(batch: dict, rows: np.ndarray) -> dict:
+    """The given rows of a train batch, observations without the group entry (the last one)."""
+    return {k: (v[rows, :-1] if k == Columns.OBS else v[rows]) for k, v in batch.items()}
+
+
+def test_a_group_is_trained_by_its_own_rows_only_and_as_its_own_module_would_be():
+    grouped = grouped_plan(build_plan("seps", OBS, ACT, labels=LABELS))
+    fast = _learner(fast_module_spec(grouped, HIDDENS), FastPPOTorchLearner)
+    module = fast.module[DEFAULT_MODULE_ID]
+    references = [_reference(grouped, _group_parameters(module, g)) for g in range(3)]
+
+    def assert_group_trained_as_its_module(g: int) -> None:
+        own = dict(references[g].module[DEFAULT_MODULE_ID].named_parameters())
+        for name, value in _group_parameters(module, g).items():
+            torch.testing.assert_close(value, own[name].detach(), rtol=1e-5, atol=1e-6,
+                                       msg=lambda m: f"group {g} {name}: {m}")
+
+    # Rows of every group: each group moves as its own module, trained on its own rows alone.
+    batch = _train_batch(grouped, ["a", "b", "c", "d"], 5, seed=1)
+    group_of_row = grouped.group_of_agent[[grouped.agents.index(a) for a in "abcd" for _ in range(5)]]
+    _update(fast, batch)
+    for g in range(3):
+        _update(references[g], _rows_of(batch, group_of_row == g))
+        assert_group_trained_as_its_module(g)
+
+    # Rows of group 1 ("c") alone: the other groups stay exactly as they were (no step on their
+    # momentum), group 1 goes on as its own module.
+    before = [_group_parameters(module, g) for g in range(3)]
+    batch = _train_batch(grouped, ["c"], 6, seed=2)
+    _update(fast, batch)
+    _update(references[1], _rows_of(batch, np.ones(6, bool)))
+    for g in (0, 2):
+        for name, value in _group_parameters(module, g).items():
+            assert torch.equal(value, before[g][name]), (g, name)
+    assert_group_trained_as_its_module(1)
+
+
+def test_minibatches_hold_the_same_rows_of_every_group_as_modules_would_get():
+    group = np.repeat([0, 1, 2], [8, 3, 5])
+    batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch({"x": torch.arange(16)})}, 16)
+    seen = {g: [] for g in range(3)}
+    minibatches = list(GroupMinibatches(batch, group, num_epochs=2, minibatch_size=4, shuffle=True))
+    for minibatch in minibatches:
+        rows = minibatch.policy_batches[DEFAULT_MODULE_ID]["x"].numpy()
+        assert list(group[rows]) == [0] * 4 + [1] * 4 + [2] * 4  # sorted by group, 4 each
+        for g in range(3):
+            seen[g] += rows[group[rows] == g].tolist()
+    assert len(minibatches) == 4  # until the largest group (8 rows) is covered twice
+    assert sorted(seen[0]) == sorted(list(range(8)) * 2)
+    assert len(GroupMinibatches(batch, group, num_epochs=2, minibatch_size=4, shuffle=True,
+                                num_total_minibatches=7).__iter__().__class__.__name__) > 0
+
+
+def test_advantages_are_standardised_per_group():
+    values = np.array([1.0, 3.0, 10.0, 30.0, 50.0])
+    group = np.array([0, 0, 1, 1, 1])
+    out = standardize_per_group(values, group, 2)
+    for g in range(2):
+        own = values[group == g]
+        np.testing.assert_allclose(out[group == g], (own - own.mean()) / own.std())
