@@ -159,3 +159,131 @@ def test_advantages_are_standardised_per_group():
     for g in range(2):
         own = values[group == g]
         np.testing.assert_allclose(out[group == g], (own - own.mean()) / own.std())
+
+
+# --- The fast EnvRunner, without Ray -----------------------------------------------------------
+
+def fast_runner(env, strategy: str, labels=None, num_envs: int = 1, **env_config):
+    """A local FastEnvRunner of ``strategy`` on ``env`` (RLlib's default MLP, tiny)."""
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+    from rllib_seps.rllib.fast.env_runner import FastEnvRunner
+
+    config = (PPOConfig().environment(env, env_config=env_config)
+              .env_runners(num_env_runners=0, num_envs_per_env_runner=num_envs)
+              .rl_module(model_config=HIDDENS).debugging(seed=3))
+    obs, act = env_spaces(env_creator_of(config), config.env_config)
+    config = apply_plan(config, build_plan(strategy, obs, act, labels=labels), execution="fast")
+    return FastEnvRunner(config=config, worker_index=0)
+
+
+def test_fast_env_runner_returns_each_agents_episode_chunks_from_every_copy():
+    from rllib_seps.envs.bps import BlindParticleSpread
+
+    runner = fast_runner("bps_1", "seps", labels=[a // 5 for a in range(15)], num_envs=2, max_cycles=10)
+    episodes = runner.sample(num_timesteps=50)  # 25 steps of each copy: two whole episodes, one chunk
+    assert len(episodes) == 15 * 2 * 3
+    assert sorted({len(e) for e in episodes}) == [5, 10]
+    assert sum(e.is_truncated for e in episodes) == 15 * 2 * 2 and not any(e.is_terminated for e in episodes)
+    assert sum(e.env_steps() for e in episodes) == 50 and sum(e.agent_steps() for e in episodes) == 15 * 50
+    # Copy 0's first episode starts from the env's own reset with the runner's seed.
+    first = BlindParticleSpread((5, 5, 5), max_cycles=10).reset_arrays(seed=runner._seed)
+    runner_agents = list(runner.grouped.agents)
+    starts = [e.get_observations(0)[:first.shape[1]] for e in episodes if e.t_started == 0][:15]
+    np.testing.assert_allclose(starts, first[[int(a[-2:]) for a in runner_agents]], rtol=1e-6)
+    metrics = runner.get_metrics()
+    assert metrics["num_episodes"] == 4 and metrics["episode_len_mean"] == 10
+    assert set(metrics["module_episode_returns_mean"]) == {"cluster_0", "cluster_1", "cluster_2"}
+    assert len(metrics["agent_episode_returns_mean"]) == 15
+    # The next call goes on with the same episodes: the open chunks continue.
+    later = runner.sample(num_timesteps=10)
+    assert {e.t_started for e in later} == {5} and {e.id_ for e in later} <= {e.id_ for e in episodes}
+
+
+class _Agents:
+    """A tiny PettingZoo parallel env whose agents come and go (see the tests below).
+
+    Observation ``[step, agent index]``; reward 1 per step; the episode is truncated after 6 steps.
+    An agent that does not act at the next step terminates, unless ``pausing`` (turn-based).
+    """
+
+    def __init__(self, present, pausing=False):
+        self.pausing = pausing
+        from gymnasium.spaces import Box as B, Discrete as D
+
+        self.possible_agents = ["a", "b", "c"]
+        self.present = present  # step -> agents that act at it
+        self.observation_spaces = {a: B(-10, 10, (2,), np.float32) for a in self.possible_agents}
+        self.action_spaces = {a: D(2) for a in self.possible_agents}
+
+    def observation_space(self, agent):
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent):
+        return self.action_spaces[agent]
+
+    def _obs(self, agents):
+        return {a: np.array([self.t, self.possible_agents.index(a)], np.float32) for a in agents}
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        self.agents = list(self.present(0))
+        return self._obs(self.agents), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        assert sorted(actions) == sorted(self.agents), (self.t, actions, self.agents)
+        acted = self.agents
+        self.t += 1
+        nxt = [] if self.t >= 6 else list(self.present(self.t))
+        left = [] if self.pausing else [a for a in acted if a not in nxt]
+        obs = self._obs(sorted(set(left) | set(nxt)))
+        rewards = {a: 1.0 for a in acted}
+        terminated = {a: a in left and self.t < 6 for a in obs}
+        truncated = {a: self.t >= 6 for a in obs}
+        self.agents = nxt
+        return obs, rewards, terminated, truncated, {a: {} for a in obs}
+
+    def close(self):
+        pass
+
+
+def _agents_env(present, pausing=False):
+    from rllib_seps.envs.adapter import SortedParallelEnv
+
+    class Env(SortedParallelEnv):
+        def __init__(self, config=None):
+            super().__init__(_Agents(present, pausing))
+
+    return Env
+
+
+# "a" leaves after 3 steps, "b" stays, "c" joins at step 2.
+LEAVING = _agents_env(lambda t: [a for a, ok in (("a", t < 3), ("b", True), ("c", t >= 2)) if ok])
+
+
+def test_agents_that_join_late_or_leave_early_get_episodes_of_their_own_steps():
+    runner = fast_runner(LEAVING, "nops")
+    episodes = {e.get_observations(0)[1]: e for e in runner.sample(num_timesteps=6)}  # by agent index
+    a, b, c = (episodes[float(i)] for i in range(3))
+    assert (len(a), a.is_terminated) == (3, True)
+    assert (len(b), b.is_truncated, len(c), c.is_truncated) == (6, True, 4, True)
+    np.testing.assert_array_equal(c.get_observations(slice(None))[:, 0], [2, 3, 4, 5, 6])  # own steps + final
+    np.testing.assert_array_equal(a.get_rewards(), [1, 1, 1])
+    metrics = runner.get_metrics()
+    assert metrics["agent_episode_returns_mean"] == {"a": 3.0, "b": 6.0, "c": 4.0}
+    assert metrics["episode_return_mean"] == 13.0
+
+
+@pytest.mark.parametrize("present, pausing, message", [
+    (lambda t: ["a", "b", "c"] if t % 2 == 0 else ["a"], True, "did not act at a step"),  # turn-based
+    (lambda t: ["a", "b"] if t != 2 else ["b"], False, "acted again in the episode"),  # "a" comes back
+], ids=["turn_based", "comes_back"])
+def test_envs_whose_agents_skip_steps_are_refused_by_name(present, pausing, message):
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+
+    env = _agents_env(present, pausing)
+    config = PPOConfig().environment(env).env_runners(num_env_runners=0).rl_module(model_config=HIDDENS)
+    obs, act = env_spaces(env_creator_of(config), {})
+    plan = build_plan("fups", obs, act)
+    with pytest.raises(ValueError, match=f"execution='fast' does not apply here: the environment .*{message}"):
+        apply_plan(config, plan, execution="fast")
+    assert apply_plan(config, plan, execution="auto").env_runner_cls is None  # the module path

@@ -197,16 +197,18 @@ class RowGroups:
     """
 
     def __init__(self, group: torch.Tensor, n_groups: int) -> None:
+        self.n_groups, self.n_rows = n_groups, len(group)
+        self.size, self.index = len(group), None
+        if n_groups == 1:
+            return
         group = group.long()
         counts = torch.bincount(group, minlength=n_groups)
-        self.n_groups, self.n_rows = n_groups, len(group)
         self.size = int(counts.max()) if len(group) else 0
-        self.index: tuple[torch.Tensor, torch.Tensor] | None = None
         if n_groups * self.size != len(group) or not bool((group[1:] >= group[:-1]).all()):
             order = torch.argsort(group, stable=True)
             position = torch.empty_like(group)
             position[order] = torch.arange(len(group)) - (torch.cumsum(counts, 0) - counts)[group[order]]
-            self.index = (group, position)
+            self.index: tuple[torch.Tensor, torch.Tensor] | None = (group, position)
 
     def to_groups(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, ...)` -> `(G, M, ...)`."""

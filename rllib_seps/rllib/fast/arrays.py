@@ -211,7 +211,7 @@ class DictArrays(AgentArrays):
         if done:  # agents without flags of their own end as the whole episode does
             all_terminated = bool(terminateds.get(_ALL))
             terminated |= acted & ~ended & all_terminated
-            truncated |= acted & ~ended & ~all_terminated
+            truncated |= acted & ~ended & (not all_terminated)
         else:
             self._check_parallel(acting, ended)
         self._acting = acting

@@ -90,7 +90,7 @@ class GroupedAdvantages(ConnectorV2):
 
     @override(ConnectorV2)
     def __call__(self, *, rl_module: Any, episodes: list, batch: dict, **kwargs: Any) -> Any:
-        module = rl_module[DEFAULT_MODULE_ID]
+        module = rl_module[DEFAULT_MODULE_ID].unwrapped()  # DDP-wrapped with several learners
         data = batch[DEFAULT_MODULE_ID]
         values_tensor = module.compute_values(data)
         values = convert_to_numpy(values_tensor)
@@ -160,9 +160,10 @@ class GroupMinibatches:
 class GroupedAdam(torch.optim.Optimizer):
     """Adam (torch's formulas, defaults) over parameters whose first dimension is the group.
 
-    Each group of each parameter has its own step count and moments, and is left alone (no step,
-    no momentum) when its gradient is all zero, as a module with no rows in a batch would be.
-    With several learners the gradients are averaged first, so every learner skips alike.
+    Each group has its own step count, and is left alone (no step, no momentum) when its gradient
+    is all zero, as a module with no rows in a batch would be. A group counts as present if any
+    of its parameters has a nonzero gradient. With several learners the gradients are averaged
+    first, so every learner skips alike.
     """
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -172,27 +173,38 @@ class GroupedAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:
         for param_group in self.param_groups:
+            params = [p for p in param_group["params"] if p.grad is not None]
+            if not params:
+                continue
             beta1, beta2 = param_group["betas"]
-            for p in param_group["params"]:
-                if p.grad is None:
-                    continue
-                grad, state = p.grad, self.state[p]
-                if not state:
-                    state["step"] = torch.zeros(p.shape[0], device=p.device)
-                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-                active = grad.flatten(1).ne(0).any(dim=1)
-                if not active.any():
-                    continue
+            lr, eps = param_group["lr"], param_group["eps"]
+            present = torch.stack([p.grad.flatten(1).any(dim=1) for p in params]).any(dim=0)
+            counts = self.state.setdefault("group_steps", torch.zeros(len(present), device=present.device))
+            counts += present
+            steps = counts.unique()
+            if bool(present.all()) and len(steps) == 1:  # the usual case: as torch's Adam, in place
+                step = float(steps[0])
+                for p in params:
+                    exp_avg, exp_avg_sq = self._moments(p)
+                    exp_avg.lerp_(p.grad, 1 - beta1)
+                    exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                    denom = exp_avg_sq.sqrt().div_((1 - beta2 ** step) ** 0.5).add_(eps)
+                    p.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1 ** step))
+                continue
+            for p in params:
                 shape = (-1,) + (1,) * (p.dim() - 1)
-                on = active.view(shape)
-                state["step"] += active
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.copy_(torch.where(on, exp_avg.lerp(grad, 1 - beta1), exp_avg))
-                exp_avg_sq.copy_(torch.where(on, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
-                step = state["step"].clamp(min=1).view(shape)
-                step_size = param_group["lr"] / (1 - beta1 ** step)
-                denom = exp_avg_sq.sqrt() / torch.sqrt(1 - beta2 ** step) + param_group["eps"]
-                p.sub_(torch.where(on, step_size * exp_avg / denom, torch.zeros_like(p)))
+                on, step = present.view(shape), counts.clamp(min=1).view(shape)
+                exp_avg, exp_avg_sq = self._moments(p)
+                exp_avg.copy_(torch.where(on, exp_avg.lerp(p.grad, 1 - beta1), exp_avg))
+                exp_avg_sq.copy_(torch.where(on, exp_avg_sq * beta2 + (1 - beta2) * p.grad * p.grad, exp_avg_sq))
+                denom = exp_avg_sq.sqrt() / torch.sqrt(1 - beta2 ** step) + eps
+                p.sub_(torch.where(on, exp_avg / denom * (lr / (1 - beta1 ** step)), torch.zeros_like(p)))
+
+    def _moments(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.state[p]
+        if not state:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        return state["exp_avg"], state["exp_avg_sq"]
 
 
 class FastPPOTorchLearner(MinibatchIteratorHook, PPOTorchLearner):
