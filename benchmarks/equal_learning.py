@@ -92,10 +92,12 @@ def append(path: Path, rows: list[dict]) -> None:
 
 
 def curve_at(rows: list[dict], steps: float) -> float:
-    """The return of the first iteration that reached ``steps`` env steps."""
+    """The return of the first iteration that reached ``steps`` env steps and reported one (an
+    iteration whose EnvRunner missed RLlib's sample timeout on a busy machine reports none)."""
     for row in rows:
-        if float(row["env_steps"]) >= steps:
-            return float(row["episode_return_mean"])
+        value = float(row["episode_return_mean"])
+        if float(row["env_steps"]) >= steps and not np.isnan(value):
+            return value
     return float("nan")
 
 

@@ -112,9 +112,9 @@ class Limit:
 
     def sample(self, env_steps: int) -> None:
         for _ in range(env_steps):
-            with torch.inference_mode():
+            with torch.inference_mode():  # Gumbel-max: the cheapest exact categorical sample
                 logits = self.mlp(torch.from_numpy(self.obs))
-                actions = torch.distributions.Categorical(logits=logits).sample().numpy()
+                actions = (logits - torch.log(-torch.log(torch.rand_like(logits)))).argmax(dim=-1).numpy()
             for i, env in enumerate(self.envs):
                 rows = slice(i * self.n, (i + 1) * self.n)
                 obs, _, terminated, truncated = env.step_arrays(actions[rows])
@@ -191,19 +191,7 @@ def measure_iterations(env: str, args: argparse.Namespace) -> dict[str, float]:
         train_batch_size=batch, minibatch_size=min(500, batch), num_epochs=5)
     rates = {}
     for strategy in args.strategies:  # two algorithms at a time: 200-module learners are large
-        algos = {execution: config.build_algo() for execution, config in shared_configs(base, strategy).items()}
-        seconds: dict[str, list[float]] = {execution: [] for execution in algos}
-        try:
-            for algo in algos.values():
-                algo.train()  # warm-up
-            for round_ in range(args.rounds):
-                for execution in (EXECUTIONS if round_ % 2 == 0 else EXECUTIONS[::-1]):
-                    start = time.process_time()
-                    algos[execution].train()
-                    seconds[execution].append(time.process_time() - start)
-        finally:
-            for algo in algos.values():
-                algo.stop()
+        seconds = time_alternating(shared_configs(base, strategy), args.rounds, time.process_time)
         for execution, s in seconds.items():
             rates[f"{strategy}/{execution}"] = median_rate(batch * n, s)
         print(f"  {env} iterations of {strategy} done", flush=True)
@@ -242,8 +230,9 @@ def tuned_config(strategy: str, execution: str, env: str = "bps_1") -> Any:
     return apply_plan(config, plan, experiment.seps.module_kwargs, execution=execution)
 
 
-def time_alternating(configs: dict[str, Any], rounds: int) -> dict[str, float]:
-    """Median wall seconds per iteration of each config, built one pair at a time, alternating."""
+def time_alternating(configs: dict[str, Any], rounds: int, clock: Any = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds (by ``clock``) of each timed iteration of each config: built together, one warm-up
+    iteration each, then rounds that alternate their order."""
     algos = {name: config.build_algo() for name, config in configs.items()}
     seconds: dict[str, list[float]] = {name: [] for name in algos}
     try:
@@ -252,25 +241,25 @@ def time_alternating(configs: dict[str, Any], rounds: int) -> dict[str, float]:
         names = list(algos)
         for round_ in range(rounds):
             for name in (names if round_ % 2 == 0 else names[::-1]):
-                start = time.perf_counter()
+                start = clock()
                 algos[name].train()
-                seconds[name].append(time.perf_counter() - start)
+                seconds[name].append(clock() - start)
     finally:
         for algo in algos.values():
             algo.stop()
-    return {name: statistics.median(s) for name, s in seconds.items()}
+    return seconds
 
 
 def measure_tuned(args: argparse.Namespace) -> dict[str, float]:
-    times = {}
+    """Median wall seconds per iteration of the tuned configs (see the module docstring)."""
+    seconds = {}
     for strategy in ("fups", "seps"):
-        pair = time_alternating({f"{strategy}/{e}": tuned_config(strategy, e) for e in EXECUTIONS}, args.rounds)
-        times.update(pair)
+        seconds.update(time_alternating({f"{strategy}/{e}": tuned_config(strategy, e) for e in EXECUTIONS},
+                                        args.rounds))
         print(f"  tuned BPS(1) {strategy} done", flush=True)
-    pair = time_alternating({f"bps_200 {s}/fast": tuned_config(s, "fast", "bps_200") for s in ("fups", "nops")},
-                            args.rounds)
-    times.update(pair)
-    return times
+    seconds.update(time_alternating({f"bps_200 {s}/fast": tuned_config(s, "fast", "bps_200")
+                                     for s in ("fups", "nops")}, args.rounds))
+    return {name: statistics.median(s) for name, s in seconds.items()}
 
 
 def print_tuned(times: dict[str, float]) -> None:

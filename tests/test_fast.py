@@ -3,12 +3,15 @@ array adapters and the fast EnvRunner."""
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -287,3 +290,62 @@ def test_envs_whose_agents_skip_steps_are_refused_by_name(present, pausing, mess
     with pytest.raises(ValueError, match=f"execution='fast' does not apply here: the environment .*{message}"):
         apply_plan(config, plan, execution="fast")
     assert apply_plan(config, plan, execution="auto").env_runner_cls is None  # the module path
+
+
+def test_the_callback_refuses_fast_execution_before_pretraining():
+    from types import SimpleNamespace
+
+    from rllib_seps import SePSCallback
+    from tests.conftest import quick_ppo_config
+
+    config = quick_ppo_config("bps_1").multi_agent(policies={"shared"}, policy_mapping_fn=lambda aid, *a, **kw: "shared")
+    callback = SePSCallback(execution="fast", transitions_per_agent=10**6)  # pretraining would take minutes
+    with pytest.raises(ValueError, match="fast execution replaces the EnvRunner and learner"):
+        callback.on_algorithm_init(algorithm=SimpleNamespace(config=config))
+
+
+def _bps_plan(strategy: str):
+    from rllib_seps.rllib.configure import env_creator_of, env_spaces
+    from tests.conftest import quick_ppo_config
+
+    obs, act = env_spaces(env_creator_of(quick_ppo_config("bps_1")), {})
+    return build_plan(strategy, obs, act, labels=[a // 5 for a in range(15)])
+
+
+class _EpisodeCounter(RLlibCallback):
+    def on_episode_end(self, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda c: c, None),
+    (lambda c: c.env_runners(env_to_module_connector=lambda *a: []), "custom connectors"),
+    (lambda c: c.callbacks(_EpisodeCounter), r"per-episode hooks \(on_episode_end\)"),
+    (lambda c: c.rl_module(model_config={"use_lstm": True}), "model_config the grouped module does not honour"),
+    (lambda c: c.training(grad_clip=0.5), "grad_clip by 'global_norm' with 3 groups"),
+], ids=["applies", "connectors", "episode_callbacks", "lstm", "grad_clip"])
+def test_fast_execution_says_why_it_does_not_apply(change, reason):
+    from rllib_seps.rllib.fast.execution import fast_blockers
+    from tests.conftest import quick_ppo_config
+
+    reasons = fast_blockers(change(quick_ppo_config("bps_1")), _bps_plan("seps"))
+    assert reasons == [] if reason is None else any(re.search(reason, r) for r in reasons), reasons
+
+
+def test_appo_and_impala_run_fast_with_one_group_only():
+    from ray.rllib.algorithms.appo import APPOConfig
+
+    from rllib_seps.rllib.fast.execution import fast_blockers
+
+    config = APPOConfig().environment("bps_1")
+    assert fast_blockers(config, _bps_plan("fups")) == []
+    assert fast_blockers(config, _bps_plan("seps")) == [
+        "APPO with 3 groups (fast execution trains PPO with any number of groups, APPO and IMPALA with one)"]
+
+
+def test_execution_is_an_option_with_three_values():
+    from rllib_seps.options import SePSOptions
+
+    assert SePSOptions.from_dict({"execution": "fast"}).execution == "fast"
+    with pytest.raises(ValueError, match="execution='quick' is invalid"):
+        SePSOptions(execution="quick")

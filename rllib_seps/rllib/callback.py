@@ -95,6 +95,10 @@ class SePSCallback(RLlibCallback):
         if self.options.strategy != "seps":
             raise ValueError(f"SePSCallback trains strategy 'seps'; for {self.options.strategy!r} "
                              "use rllib_seps.with_sharing(config, {'strategy': ...}) at config time.")
+        if self.options.execution == "fast":  # "auto" runs the module path here
+            raise ValueError("SePSCallback installs modules in a built algorithm; fast execution replaces the "
+                             "EnvRunner and learner, which only a config can. Fix: use "
+                             "rllib_seps.with_sharing(config, {'execution': 'fast', ...}) or execution='modules'.")
         result = run_pretraining(creator, copy.deepcopy(dict(config.env_config)), self.options)
         plan = build_plan("seps", obs_spaces, act_spaces, labels=result.labels)
         if plan.needs_connectors:

@@ -30,6 +30,7 @@ import torch
 from ray.rllib.callbacks.utils import make_callback
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_context import EnvContext
 from ray.rllib.env.env_runner import EnvRunner
@@ -259,15 +260,18 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             ends=[{} for _ in range(e)])
         f.rows[0], f.acting[0] = self._rows, self._acting
         dist_inputs = None
+        categorical = dist_cls is TorchCategorical
         for t in range(steps):
             with torch.inference_mode():
                 logits = module.action_dist_inputs(torch.from_numpy(f.rows[t].reshape(n * e, d)))
-                dist = dist_cls.from_logits(logits)
-                if explore:
-                    action = dist.sample()
-                    f.logp[t] = dist.logp(action).numpy().reshape(n, e)
+                if categorical:
+                    action, logp = _sample_categorical(logits, explore)
                 else:
-                    action = dist.to_deterministic().sample()
+                    dist = dist_cls.from_logits(logits)
+                    action = dist.sample() if explore else dist.to_deterministic().sample()
+                    logp = dist.logp(action) if explore else None
+                if explore:
+                    f.logp[t] = logp.numpy().reshape(n, e)
             if dist_inputs is None:
                 dist_inputs = np.empty((steps, n, e, logits.shape[-1]), np.float32)
             dist_inputs[t] = logits.numpy().reshape(n, e, -1)
@@ -419,6 +423,18 @@ class FastEnvRunner(EnvRunner, Checkpointable):
     def stop(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def _sample_categorical(logits: torch.Tensor, explore: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Actions (and their log-probabilities when exploring) of categorical distributions: the
+    Gumbel-max trick, the distribution RLlib's TorchCategorical samples from, without its
+    per-call validation and normalisation. Gumbel noise stays finite (uniforms clamped away from
+    0), so a masked logit (FLOAT_MIN) is never chosen."""
+    if not explore:
+        return logits.argmax(dim=-1), None
+    gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
+    action = (logits + gumbel).argmax(dim=-1)
+    return action, torch.log_softmax(logits, dim=-1).gather(-1, action[:, None]).squeeze(-1)
 
 
 def _runs(acting: np.ndarray, offset: int, agent: Any) -> list[tuple[int, int]]:

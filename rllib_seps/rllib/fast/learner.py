@@ -217,7 +217,7 @@ class FastPPOTorchLearner(MinibatchIteratorHook, PPOTorchLearner):
         self._groups = plan.groups
         kl_coeff = self.config.get_config_for_module(DEFAULT_MODULE_ID).kl_coeff
         self._kl_coeffs = torch.full((len(plan.groups),), float(kl_coeff), device=self._device)
-        self._group_stats: dict[str, torch.Tensor] = {}
+        self._last: dict[str, torch.Tensor] = {}
         if self.config.add_default_connectors_to_learner_pipeline:
             replace_learner_connector_piece(self, "GeneralAdvantageEstimation",
                                             GroupedAdvantages(gamma=self.config.gamma, lambda_=self.config.lambda_))
@@ -275,46 +275,55 @@ class FastPPOTorchLearner(MinibatchIteratorHook, PPOTorchLearner):
         mean_kl = group_mean(kl)
         if config.use_kl_loss:
             per_group = per_group + self._kl_coeffs * mean_kl
-        present = count > 0
-        with torch.no_grad():
-            self._group_stats = {
-                POLICY_LOSS_KEY: group_mean(-surrogate), VF_LOSS_KEY: group_mean(vf_clipped),
-                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: group_mean(vf_loss),
-                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: _explained_variance(
-                    batch[Postprocessing.VALUE_TARGETS], values, group, n),
-                ENTROPY_KEY: group_mean(entropy), LEARNER_RESULTS_KL_KEY: mean_kl, TOTAL_LOSS_KEY: per_group,
-                "present": present,
-            }
-            self.metrics.log_dict({key: value[present].mean() for key, value in self._group_stats.items()
-                                   if key not in ("present", TOTAL_LOSS_KEY)}, key=module_id, window=1)
-        return per_group[present].sum()
+        # The loss terms of the last minibatch are kept (detached) for the logs: RLlib logs each
+        # minibatch's with window 1, so only the last one shows in the results anyway.
+        self._last = {"group": group.detach(), "weight": weight.detach(), "count": count,
+                      "surrogate": surrogate.detach(), "vf_loss": vf_loss.detach(), "vf_clipped": vf_clipped.detach(),
+                      "values": values.detach(), "targets": batch[Postprocessing.VALUE_TARGETS],
+                      "entropy": entropy.detach(), "kl": mean_kl.detach(), "total": per_group.detach()}
+        return per_group[count > 0].sum()
+
+    def _group_stats(self) -> dict[str, torch.Tensor]:
+        """Each group's loss terms, `(G,)` each, in the last minibatch."""
+        last, n = self._last, len(self._groups)
+
+        def group_mean(x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(n, device=x.device, dtype=x.dtype).index_add(0, last["group"], x * last["weight"])
+
+        return {POLICY_LOSS_KEY: group_mean(-last["surrogate"]), VF_LOSS_KEY: group_mean(last["vf_clipped"]),
+                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: group_mean(last["vf_loss"]),
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: _explained_variance(last["targets"], last["values"],
+                                                                          last["group"], n),
+                ENTROPY_KEY: group_mean(last["entropy"]), LEARNER_RESULTS_KL_KEY: last["kl"],
+                TOTAL_LOSS_KEY: last["total"]}
 
     @override(PPOTorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict) -> None:
+        stats = {}
+        if self._last:
+            present = convert_to_numpy(self._last["count"] > 0)
+            stats = {key: convert_to_numpy(value) for key, value in self._group_stats().items()}
+            # The grouped module's own entry: means over groups (PPO adapts KL coefficients from it).
+            self.metrics.log_dict({key: float(value[present].mean()) for key, value in stats.items()
+                                   if key != TOTAL_LOSS_KEY}, key=DEFAULT_MODULE_ID, window=1)
         super().after_gradient_based_update(timesteps=timesteps)
-        if not self._group_stats:
-            return
-        stats = {key: convert_to_numpy(value) for key, value in self._group_stats.items()}
         entropy_coeff = self.entropy_coeff_schedulers_per_module[DEFAULT_MODULE_ID].get_current_value()
         kl_coeffs = convert_to_numpy(self._kl_coeffs)
         for g, group_id in enumerate(self._groups):
-            if not stats["present"][g]:
-                continue
-            self.metrics.log_dict({key: float(value[g]) for key, value in stats.items() if key != "present"},
-                                  key=group_id, window=1)
-            self.metrics.log_dict({LEARNER_RESULTS_CURR_KL_COEFF_KEY: float(kl_coeffs[g]),
-                                   LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY: float(entropy_coeff)},
-                                  key=group_id, window=1)
-        self._group_stats = {}
+            if stats and present[g]:
+                self.metrics.log_dict({key: float(value[g]) for key, value in stats.items()}, key=group_id, window=1)
+                self.metrics.log_dict({LEARNER_RESULTS_CURR_KL_COEFF_KEY: float(kl_coeffs[g]),
+                                       LEARNER_RESULTS_CURR_ENTROPY_COEFF_KEY: float(entropy_coeff)},
+                                      key=group_id, window=1)
+        self._last = {}
 
     @override(PPOTorchLearner)
     def _update_module_kl_coeff(self, *, module_id: str, config: Any, kl_loss: float) -> None:
         """Adapts each group's KL coefficient from its mean KL in the last minibatch, as RLlib
         adapts a module's (x1.5 above twice the target, x0.5 below half of it)."""
-        if not self._group_stats:
+        if not self._last:
             return
-        kl = self._group_stats[LEARNER_RESULTS_KL_KEY]
-        present = self._group_stats["present"]
+        kl, present = self._last["kl"], self._last["count"] > 0
         factor = torch.ones_like(self._kl_coeffs)
         factor[present & (kl > 2.0 * config.kl_target)] = 1.5
         factor[present & (kl < 0.5 * config.kl_target)] = 0.5
