@@ -172,7 +172,7 @@ def fast_runner(env, strategy: str, labels=None, num_envs: int = 1, **env_config
     from rllib_seps.rllib.fast.env_runner import FastEnvRunner
 
     config = (PPOConfig().environment(env, env_config=env_config)
-              .env_runners(num_env_runners=0, num_envs_per_env_runner=num_envs)
+              .env_runners(num_env_runners=0, num_envs_per_env_runner=num_envs, rollout_fragment_length=7)
               .rl_module(model_config=HIDDENS).debugging(seed=3))
     obs, act = env_spaces(env_creator_of(config), config.env_config)
     config = apply_plan(config, build_plan(strategy, obs, act, labels=labels), execution="fast")
@@ -200,6 +200,15 @@ def test_fast_env_runner_returns_each_agents_episode_chunks_from_every_copy():
     # The next call goes on with the same episodes: the open chunks continue.
     later = runner.sample(num_timesteps=10)
     assert {e.t_started for e in later} == {5} and {e.id_ for e in later} <= {e.id_ for e in episodes}
+
+    # Whole episodes (as evaluation asks for them), across calls of 7 steps, greedy actions.
+    from rllib_seps.cli.evaluate import returns_per_module
+
+    whole = runner.sample(num_episodes=3, explore=False)
+    assert {len(e) for e in whole} == {10} and all(e.is_truncated for e in whole)
+    returns, agents = returns_per_module(whole)
+    assert sorted(returns) == ["cluster_0", "cluster_1", "cluster_2"] and len(returns["cluster_0"]) >= 3
+    assert agents["cluster_1"] == {f"agent_{i:02d}" for i in range(5, 10)}
 
 
 class _Agents:

@@ -55,18 +55,30 @@ def restore_for_evaluation(checkpoint: Path, seed: int | None):
     return algo_class.from_checkpoint(str(checkpoint), config=config)
 
 
+def _agent_returns(episodes) -> list[tuple[object, str, object, float]]:
+    """(episode, module, agent, return) of every agent of every episode: of RLlib's
+    MultiAgentEpisodes, or of the per-agent episodes of fast execution (which name the module
+    whose group serves the agent, and the environment episode they belong to)."""
+    rows = []
+    for episode in episodes:
+        if hasattr(episode, "agent_episodes"):
+            rows += [(episode.id_, episode.module_for(agent), agent, float(e.get_return()))
+                     for agent, e in episode.agent_episodes.items()]
+        else:
+            rows.append((episode.env_episode, episode.group, episode.agent, float(episode.get_return())))
+    return rows
+
+
 def returns_per_module(episodes) -> tuple[dict[str, list[float]], dict[str, set]]:
     """Per module: each episode's return summed over the agents mapped to it; and its agents."""
-    returns: dict[str, list[float]] = {}
+    totals: dict[tuple, float] = {}
     agents: dict[str, set] = {}
-    for episode in episodes:
-        totals: dict[str, float] = {}
-        for agent_id, agent_episode in episode.agent_episodes.items():
-            module = episode.module_for(agent_id)
-            totals[module] = totals.get(module, 0.0) + float(agent_episode.get_return())
-            agents.setdefault(module, set()).add(agent_id)
-        for module, total in totals.items():
-            returns.setdefault(module, []).append(total)
+    for episode, module, agent, value in _agent_returns(episodes):
+        totals[episode, module] = totals.get((episode, module), 0.0) + value
+        agents.setdefault(module, set()).add(agent)
+    returns: dict[str, list[float]] = {}
+    for (_, module), total in totals.items():
+        returns.setdefault(module, []).append(total)
     return returns, agents
 
 
@@ -100,6 +112,7 @@ def evaluate(args: argparse.Namespace) -> int:
             algo.stop()
     returns, agents = returns_per_module(episodes)
     mode = "sampled" if args.explore else "greedy"
-    print(f"Evaluated {checkpoint} on {env}: {len(episodes)} episodes, {mode} actions, seed {args.seed}")
+    n_episodes = len({row[0] for row in _agent_returns(episodes)})
+    print(f"Evaluated {checkpoint} on {env}: {n_episodes} episodes, {mode} actions, seed {args.seed}")
     print(format_returns(returns, agents), flush=True)
     return 0

@@ -78,6 +78,12 @@ class AgentEpisode(SingleAgentEpisode):
     """
 
     env_step_share: int = 0
+    agent: Any = None
+    """The agent's id (``agent_id`` stays None: RLlib's single-agent learner pipeline needs that)."""
+    group: str | None = None
+    """The id of the module of the sharing plan whose group serves the agent."""
+    env_episode: str | None = None
+    """The id shared by the chunks of all agents of one episode of one environment copy."""
 
     @override(SingleAgentEpisode)
     def env_steps(self) -> int:
@@ -100,6 +106,7 @@ class _Fragment(NamedTuple):
     terminated: np.ndarray  # (T, N, E) bool
     truncated: np.ndarray  # (T, N, E) bool
     ends: list  # per copy: {t: final rows (N, D)} of the episodes that ended at step t
+    episode_ids: list  # per copy: the id of each of its episodes in the fragment, in order
 
 
 _NO_INFO: dict = {}
@@ -144,6 +151,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._ep_return = np.zeros((n, e), np.float64)
         self._ep_acted = np.zeros((n, e), bool)
         self._ep_start = np.zeros(e, np.float64)
+        self._env_episode = [None] * e
 
     @override(EnvRunner)
     def assert_healthy(self) -> None:
@@ -207,23 +215,28 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 if force_reset:
                     self._needs_reset = True
                 steps = num_timesteps or self.config.get_rollout_fragment_length(self.worker_index or 0) * self.num_envs
-                episodes = self._episodes(self._run(math.ceil(steps / self.num_envs), explore), keep_ongoing=True)
+                episodes = self._episodes(self._run(math.ceil(steps / self.num_envs), explore))
             make_callback("on_sample_end", callbacks_objects=self._callbacks,
                           callbacks_functions=self.config.callbacks_on_sample_end,
                           kwargs=dict(env_runner=self, metrics_logger=self.metrics, samples=episodes))
         return episodes
 
     def _sample_episodes(self, n: int, explore: bool) -> list[SingleAgentEpisode]:
-        """Whole episodes from fresh resets (as RLlib does for ``num_episodes``)."""
+        """At least ``n`` whole episodes from fresh resets (as RLlib samples ``num_episodes``):
+        every agent's whole episode, its chunks of successive fragments joined."""
         self._needs_reset = True
-        done, episodes = 0, []
-        while done < n:
-            before = self.metrics.peek(NUM_EPISODES_LIFETIME, default=0)
+        ended, whole = 0, {}
+        while ended < n:
             fragment = self._run(max(1, self.config.get_rollout_fragment_length(self.worker_index or 0)), explore)
-            episodes += [e for e in self._episodes(fragment, keep_ongoing=False) if e.is_done]
-            done += self.metrics.peek(NUM_EPISODES_LIFETIME, default=0) - before
+            ended += sum(len(ends) for ends in fragment.ends)
+            for chunk in self._episodes(fragment):
+                if chunk.id_ in whole:
+                    whole[chunk.id_].concat_episode(chunk)
+                    whole[chunk.id_].env_step_share += chunk.env_step_share
+                else:
+                    whole[chunk.id_] = chunk
         self._needs_reset = True
-        return episodes
+        return [episode for episode in whole.values() if episode.is_done]
 
     def _reset(self) -> None:
         n, e = len(self.grouped.agents), self.num_envs
@@ -241,6 +254,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._ep_return[:, index] = 0.0
         self._ep_acted[:, index] = False
         self._ep_start[index] = time.time()
+        self._env_episode[index] = uuid.uuid4().hex
 
     def _run(self, steps: int, explore: bool) -> _Fragment:
         """Steps every copy ``steps`` times; returns the fragment's arrays."""
@@ -257,7 +271,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             logp=np.empty((steps, n, e), np.float32) if explore else None,
             dist_inputs=None, rewards=np.empty((steps, n, e), np.float32),
             terminated=np.empty((steps, n, e), bool), truncated=np.empty((steps, n, e), bool),
-            ends=[{} for _ in range(e)])
+            ends=[{} for _ in range(e)], episode_ids=[[i] for i in self._env_episode])
         f.rows[0], f.acting[0] = self._rows, self._acting
         dist_inputs = None
         categorical = dist_cls is TorchCategorical
@@ -295,32 +309,31 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 f.ends[index][t] = out.rows.copy()
                 self._log_episode(index)
                 self._start_episode(index, env.reset())
+                f.episode_ids[index].append(self._env_episode[index])
                 f.rows[t + 1, :, index], f.acting[t + 1, :, index] = self._rows[:, index], self._acting[:, index]
             else:
                 f.rows[t + 1, :, index], f.acting[t + 1, :, index] = out.rows, out.acting
 
-    def _episodes(self, f: _Fragment, keep_ongoing: bool) -> list[SingleAgentEpisode]:
+    def _episodes(self, f: _Fragment) -> list[SingleAgentEpisode]:
         """One episode chunk per agent and stretch of steps it acted in, from the fragment."""
         steps, n, e = f.rewards.shape
         episodes = []
         for index in range(e):
             bounds = [-1, *sorted(f.ends[index]), *([] if steps - 1 in f.ends[index] else [steps - 1])]
-            for start, end in zip(np.add(bounds[:-1], 1), bounds[1:]):
+            for start, end, env_episode in zip(np.add(bounds[:-1], 1), bounds[1:], f.episode_ids[index]):
                 ended = end in f.ends[index]
-                if not ended and not keep_ongoing:
-                    continue
                 share = end - start + 1
                 for agent in range(n):
                     for first, last in _runs(f.acting[start:end + 1, agent, index], start, self.grouped.agents[agent]):
                         final = f.ends[index][end][agent] if ended and last == end else f.rows[last + 1, agent, index]
                         done = bool(f.terminated[last, agent, index] or f.truncated[last, agent, index]) or (
                             ended and last == end)
-                        episodes.append(self._episode(f, index, agent, first, last, final, done, share))
+                        episodes.append(self._episode(f, index, agent, first, last, final, done, share, env_episode))
                         share = 0
         return episodes
 
     def _episode(self, f: _Fragment, index: int, agent: int, first: int, last: int, final: np.ndarray,
-                 done: bool, share: int) -> AgentEpisode:
+                 done: bool, share: int, env_episode: str) -> AgentEpisode:
         continuing = first == 0 and self._agent_t[agent, index] > 0
         if continuing:
             id_, t_started = self._agent_ids[agent, index], int(self._agent_t[agent, index])
@@ -343,6 +356,9 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             terminated=terminated, truncated=done and not terminated, len_lookback_buffer=0,
             t_started=t_started)
         episode.env_step_share = share
+        episode.agent = self.grouped.agents[agent]
+        episode.group = self._group_ids[self._group_of[agent]]
+        episode.env_episode = env_episode
         return episode
 
     def _count_steps(self, f: _Fragment, steps: int) -> None:
