@@ -1,14 +1,16 @@
 """Do fast execution and the module path learn alike? fups and seps on BPS(1), tuned config, 3 seeds.
 
 How to run:
-    .venv/bin/python benchmarks/equal_learning.py              # resumes; about 3 h on a busy 2-core machine
+    .venv/bin/python benchmarks/equal_learning.py              # resumes; hours on a busy 2-core machine
     .venv/bin/python benchmarks/equal_learning.py --report     # only print the table of the CSV
     .venv/bin/python benchmarks/equal_learning.py --env-steps 20000 --seeds 0 --csv /tmp/quick.csv  # a quick look
 
 Every run trains the tuned config (``tuned_configs/bps_1-<strategy>-ppo.yaml``: PPO, 2000 env steps
-per iteration, one EnvRunner) with ``seps.execution`` set to ``modules`` or ``fast`` and the seed
-set in both ``config.seed`` and ``seps.seed`` (so both paths of one seed find the same clusters),
-for ``--env-steps`` env steps. Each finished run appends its learning curve (one row per
+per iteration) with ``seps.execution`` set to ``modules`` or ``fast`` and the seed set in both
+``config.seed`` and ``seps.seed`` (so both paths of one seed find the same clusters), for
+``--env-steps`` env steps. The EnvRunner runs in this process (``--num-env-runners 0``; the files
+say 1): the same learning, without RLlib's sample timeouts that a remote EnvRunner misses on a busy
+machine (an iteration then trains on nothing and only costs time). Each finished run appends its learning curve (one row per
 iteration: env steps sampled, training episode return mean, wall time) to the CSV; runs already
 in the CSV are skipped, so the benchmark can be completed over several sittings.
 
@@ -37,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategies", nargs="+", default=["fups", "seps"])
     parser.add_argument("--executions", nargs="+", default=["fast", "modules"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--env-steps", type=int, default=100_000, help="env steps per run")
+    parser.add_argument("--env-steps", type=int, default=60_000, help="env steps per run")
+    parser.add_argument("--num-env-runners", type=int, default=0, help="remote EnvRunners (0: in this process)")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--report", action="store_true", help="print the table of the CSV and exit")
     return parser.parse_args(argv)
@@ -55,11 +58,12 @@ def done_runs(path: Path, env_steps: int) -> set[tuple[str, str, int]]:
     return {key for key, steps in reached.items() if steps >= env_steps}
 
 
-def train_run(strategy: str, execution: str, seed: int, env_steps: int) -> list[dict]:
+def train_run(strategy: str, execution: str, seed: int, env_steps: int, num_env_runners: int) -> list[dict]:
     """One run of the tuned config; its learning curve as CSV rows."""
     from rllib_seps.cli.experiment_file import load_experiments, share
 
-    overrides = {"seed": seed, "seps": {"execution": execution, "seed": seed, "progress": False}}
+    overrides = {"seed": seed, "num_env_runners": num_env_runners,
+                 "seps": {"execution": execution, "seed": seed, "progress": False}}
     (experiment,) = load_experiments(f"tuned_configs/bps_1-{strategy}-ppo.yaml", config_overrides=overrides)
     config, result = share(experiment)
     clusters = "" if result is None else "-".join(str(int(c)) for c in result.labels)
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             for strategy, execution, seed in todo:
-                append(args.csv, train_run(strategy, execution, seed, args.env_steps))
+                append(args.csv, train_run(strategy, execution, seed, args.env_steps, args.num_env_runners))
         finally:
             ray.shutdown()
     print(report(args.csv, args.env_steps))
