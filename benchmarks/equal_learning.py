@@ -10,9 +10,10 @@ per iteration) with ``seps.execution`` set to ``modules`` or ``fast`` and the se
 ``config.seed`` and ``seps.seed`` (so both paths of one seed find the same clusters), for
 ``--env-steps`` env steps. The EnvRunner runs in this process (``--num-env-runners 0``; the files
 say 1): the same learning, without RLlib's sample timeouts that a remote EnvRunner misses on a busy
-machine (an iteration then trains on nothing and only costs time). Each finished run appends its learning curve (one row per
-iteration: env steps sampled, training episode return mean, wall time) to the CSV; runs already
-in the CSV are skipped, so the benchmark can be completed over several sittings.
+machine (an iteration then trains on nothing and only costs time). Each finished run appends its
+learning curve (one row per iteration: env steps sampled, training episode return mean, wall time)
+to the CSV; runs already in the CSV are skipped, so the benchmark can be completed over several
+sittings.
 
 The table gives, at a few points of the budget, the mean and std over seeds of the training
 return (RLlib's mean over the last 100 episodes) per strategy and path, the difference of the

@@ -201,8 +201,8 @@ def measure_iterations(env: str, args: argparse.Namespace) -> dict[str, float]:
 
 def print_iterations(env: str, rates: dict[str, float], args: argparse.Namespace) -> None:
     print(f"\n{env} ({ENVS[env]} agents), whole PPO iterations of {rates['batch']} env steps "
-          f"({rates['batch'] * ENVS[env]} agent steps; minibatches of min(500, batch) rows per module, 5 epochs): agent steps per CPU second, "
-          f"one torch thread, fcnet_hiddens {args.hiddens}")
+          f"({rates['batch'] * ENVS[env]} agent steps; minibatches of min(500, batch) rows per module, "
+          f"5 epochs): agent steps per CPU second, one torch thread, fcnet_hiddens {args.hiddens}")
     print(f"  {'strategy':9s} {'fast':>10s} {'modules':>10s} {'fast/modules':>13s} {'vs fups: fast':>14s} "
           f"{'modules':>8s}")
     for strategy in args.strategies:

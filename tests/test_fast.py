@@ -307,7 +307,8 @@ def test_the_callback_refuses_fast_execution_before_pretraining():
     from rllib_seps import SePSCallback
     from tests.conftest import quick_ppo_config
 
-    config = quick_ppo_config("bps_1").multi_agent(policies={"shared"}, policy_mapping_fn=lambda aid, *a, **kw: "shared")
+    config = quick_ppo_config("bps_1").multi_agent(policies={"shared"},
+                                                   policy_mapping_fn=lambda aid, *a, **kw: "shared")
     callback = SePSCallback(execution="fast", transitions_per_agent=10**6)  # pretraining would take minutes
     with pytest.raises(ValueError, match="fast execution replaces the EnvRunner and learner"):
         callback.on_algorithm_init(algorithm=SimpleNamespace(config=config))
@@ -332,7 +333,8 @@ class _EpisodeCounter(RLlibCallback):
     (lambda c: c.callbacks(_EpisodeCounter), r"per-episode hooks \(on_episode_end\)"),
     (lambda c: c.rl_module(model_config={"use_lstm": True}), "model_config the grouped module does not honour"),
     (lambda c: c.training(grad_clip=0.5), "grad_clip by 'global_norm' with 3 groups"),
-], ids=["applies", "connectors", "episode_callbacks", "lstm", "grad_clip"])
+    (lambda c: c.learners(learner_class=FastPPOTorchLearner), "a custom learner class"),
+], ids=["applies", "connectors", "episode_callbacks", "lstm", "grad_clip", "learner"])
 def test_fast_execution_says_why_it_does_not_apply(change, reason):
     from rllib_seps.rllib.fast.execution import fast_blockers
     from tests.conftest import quick_ppo_config

@@ -38,12 +38,17 @@ def weights(algo) -> np.ndarray:
 
 
 def test_fast_ppo_reports_per_group_survives_env_runner_restart_and_restores(ray_session, tmp_path):
-    algo = seps_config(num_env_runners=1).fault_tolerance(restart_failed_env_runners=True).build_algo()
+    config = (seps_config(num_env_runners=1).fault_tolerance(restart_failed_env_runners=True)
+              .evaluation(evaluation_interval=1, evaluation_duration=2, evaluation_num_env_runners=0,
+                          evaluation_config={"explore": False}))
+    algo = config.build_algo()
     try:
         result = algo.train()
         for group in CLUSTERS:  # per-group losses and returns, as per-module ones on the module path
             assert np.isfinite(result["learners"][group]["policy_loss"])
             assert np.isfinite(result["env_runners"]["module_episode_returns_mean"][group])
+        evaluation = result["evaluation"]["env_runners"]  # RLlib's evaluation: greedy, whole episodes
+        assert evaluation["num_episodes"] >= 2 and set(evaluation["module_episode_returns_mean"]) == set(CLUSTERS)
         assert result["env_runners"]["num_env_steps_sampled"] == 200
         assert len(result["env_runners"]["agent_episode_returns_mean"]) == 15
 

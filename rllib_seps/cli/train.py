@@ -119,8 +119,11 @@ def train_experiment(experiment: Experiment, storage: Path, args: argparse.Names
         print(format_report(pretraining), flush=True)
         files = write_report(pretraining, experiment_dir)
         print(f"SePS report: {files['json']} and {files['png']}", flush=True)
-    print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}), results in "
-          f"{experiment_dir}", flush=True)
+    from rllib_seps.rllib.fast.execution import uses_fast_execution
+
+    execution = "fast" if uses_fast_execution(config) else "modules"
+    print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}, execution: {execution}), "
+          f"results in {experiment_dir}", flush=True)
     result = fit(experiment, config, storage, checkpoint_freq=args.checkpoint_freq,
                  verbose=args.verbose)
     if result.error is not None:

@@ -198,7 +198,8 @@ class RowGroups:
 
     def __init__(self, group: torch.Tensor, n_groups: int) -> None:
         self.n_groups, self.n_rows = n_groups, len(group)
-        self.size, self.index = len(group), None
+        self.size = len(group)
+        self.index: tuple[torch.Tensor, torch.Tensor] | None = None  # (group, position) of each row
         if n_groups == 1:
             return
         group = group.long()
@@ -208,7 +209,7 @@ class RowGroups:
             order = torch.argsort(group, stable=True)
             position = torch.empty_like(group)
             position[order] = torch.arange(len(group)) - (torch.cumsum(counts, 0) - counts)[group[order]]
-            self.index: tuple[torch.Tensor, torch.Tensor] | None = (group, position)
+            self.index = (group, position)
 
     def to_groups(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, ...)` -> `(G, M, ...)`."""

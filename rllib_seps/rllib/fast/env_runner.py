@@ -133,6 +133,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 or self.config.num_env_runners == 0):
             self.make_env()
         self._weights_seq_no = 0
+        self._seeded = False
         n = len(self.grouped.agents)
         self._group_of = self.grouped.group_of_agent
         self._group_ids = list(self.grouped.groups)
@@ -243,9 +244,10 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._reset_state(n)
         self._rows = np.zeros((n, e, self.grouped.layout.space.shape[0]), np.float32)
         for index, env in enumerate(self.envs):
-            seed = None if self._seed is None else self._seed + index
+            # Seeded once, at the first reset (as RLlib's EnvRunners): later resets go on.
+            seed = None if self._seed is None or self._seeded else self._seed + index
             self._start_episode(index, env.reset(seed=seed))
-        self._needs_reset = False
+        self._needs_reset, self._seeded = False, True
 
     def _start_episode(self, index: int, start: Any) -> None:
         self._rows[:, index] = start.rows

@@ -15,8 +15,8 @@ Fast execution applies to PPO (any number of groups) and to APPO and IMPALA with
 (``fups``, ``fups_id``, ``adaps``: their own learners then train the one group as it is), for
 vector observations, agents whose actions pad to one space (all Discrete/MultiDiscrete or all
 Box), environments where every live agent acts at every step (agents may join late or leave
-early), without user connectors, per-episode callbacks, recurrent models, or (with several
-groups) gradient clipping by norm, which RLlib applies per module.
+early), without user connectors, per-episode callbacks, custom learner classes, recurrent models,
+or (with several groups) gradient clipping by norm, which RLlib applies per module.
 """
 
 from __future__ import annotations
@@ -126,6 +126,8 @@ def fast_blockers(config: AlgorithmConfig, plan: SharingPlan, model_config: dict
     if n_groups > 1 and config.grad_clip and config.grad_clip_by != "value":
         reasons.append(f"grad_clip by {config.grad_clip_by!r} with {n_groups} groups (RLlib clips each module's "
                        "gradients by its own norm)")
+    if config.learner_class is not config.get_default_learner_class():
+        reasons.append(f"a custom learner class ({config.learner_class.__name__})")
     if config.num_aggregator_actors_per_learner:
         reasons.append("aggregator actors (the fast learner runs its own learner connector)")
     if not reasons:

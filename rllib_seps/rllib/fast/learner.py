@@ -179,7 +179,8 @@ class GroupedAdam(torch.optim.Optimizer):
             beta1, beta2 = param_group["betas"]
             lr, eps = param_group["lr"], param_group["eps"]
             present = torch.stack([p.grad.flatten(1).any(dim=1) for p in params]).any(dim=0)
-            counts = self.state.setdefault("group_steps", torch.zeros(len(present), device=present.device))
+            # Kept with the first parameter's state, so that the state dict keeps one kind of key.
+            counts = self.state[params[0]].setdefault("group_steps", torch.zeros(len(present), device=present.device))
             counts += present
             steps = counts.unique()
             if bool(present.all()) and len(steps) == 1:  # the usual case: as torch's Adam, in place
@@ -202,7 +203,7 @@ class GroupedAdam(torch.optim.Optimizer):
 
     def _moments(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.state[p]
-        if not state:
+        if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         return state["exp_avg"], state["exp_avg_sq"]
 
@@ -249,11 +250,11 @@ class FastPPOTorchLearner(MinibatchIteratorHook, PPOTorchLearner):
         group = group_index(module, batch[Columns.OBS]).long()
         valid = (batch[Columns.LOSS_MASK].float() if Columns.LOSS_MASK in batch
                  else torch.ones_like(group, dtype=torch.float32))
-        count = torch.zeros(n, device=group.device).index_add(0, group, valid)
+        count = _group_sum(valid, group, n)
         weight = valid / count.clamp(min=1.0)[group]
 
         def group_mean(x: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(n, device=x.device, dtype=x.dtype).index_add(0, group, x * weight)
+            return _group_sum(x * weight, group, n)
 
         curr = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         prev = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
@@ -288,7 +289,7 @@ class FastPPOTorchLearner(MinibatchIteratorHook, PPOTorchLearner):
         last, n = self._last, len(self._groups)
 
         def group_mean(x: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(n, device=x.device, dtype=x.dtype).index_add(0, last["group"], x * last["weight"])
+            return _group_sum(x * last["weight"], last["group"], n)
 
         return {POLICY_LOSS_KEY: group_mean(-last["surrogate"]), VF_LOSS_KEY: group_mean(last["vf_clipped"]),
                 LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: group_mean(last["vf_loss"]),
@@ -330,14 +331,18 @@ class FastPPOTorchLearner(MinibatchIteratorHook, PPOTorchLearner):
         self._kl_coeffs *= factor
 
 
+def _group_sum(x: torch.Tensor, group: torch.Tensor, n: int) -> torch.Tensor:
+    """`(n,)`: the sum of ``x``'s rows of each group (differentiable)."""
+    return torch.zeros(n, device=x.device, dtype=x.dtype).index_add(0, group, x)
+
+
 def _explained_variance(targets: torch.Tensor, predictions: torch.Tensor, group: torch.Tensor,
                         n: int) -> torch.Tensor:
     """RLlib's explained variance, ``max(-1, 1 - var(y - pred) / var(y))``, per group."""
-    counts = torch.zeros(n, device=group.device).index_add(0, group, torch.ones_like(targets))
+    counts = _group_sum(torch.ones_like(targets), group, n)
 
     def variance(x: torch.Tensor) -> torch.Tensor:
-        mean = torch.zeros(n, device=x.device).index_add(0, group, x) / counts.clamp(min=1)
-        sq = torch.zeros(n, device=x.device).index_add(0, group, (x - mean[group]) ** 2)
-        return sq / (counts - 1).clamp(min=1)  # unbiased, as torch.var
+        mean = _group_sum(x, group, n) / counts.clamp(min=1)
+        return _group_sum((x - mean[group]) ** 2, group, n) / (counts - 1).clamp(min=1)  # unbiased, as torch.var
 
     return torch.clamp(1.0 - variance(targets - predictions) / variance(targets), min=-1.0)
