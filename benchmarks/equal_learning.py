@@ -17,7 +17,10 @@ sittings.
 
 The table gives, at a few points of the budget, the mean and std over seeds of the training
 return (RLlib's mean over the last 100 episodes) per strategy and path, the difference of the
-means, and whether it lies within the seeds' spread (the larger of the two stds).
+means, and whether it lies within the seeds' spread (the larger of the two stds). A second table
+pairs the runs of one seed (same environment seeds; for ``fups`` also the same initial weights,
+see :class:`rllib_seps.rllib.modules.SharedActorCriticModule`): the mean return over the second
+half of the budget on each path and their difference.
 """
 
 from __future__ import annotations
@@ -106,6 +109,13 @@ def curve_at(rows: list[dict], steps: float) -> float:
     return float("nan")
 
 
+def late_mean(rows: list[dict], env_steps: int) -> float:
+    """Mean training return over the iterations in the second half of the budget (nan if none)."""
+    values = [float(r["episode_return_mean"]) for r in rows if float(r["env_steps"]) > env_steps / 2]
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def report(path: Path, env_steps: int) -> str:
     """The table: mean +- std over seeds at a few points, per strategy and path."""
     with path.open() as f:
@@ -131,6 +141,18 @@ def report(path: Path, env_steps: int) -> str:
             else:
                 verdict = ["-", "-"]
             lines.append(f"| {strategy} | {point} | {cells[0]} | {cells[1]} | {verdict[0]} | {verdict[1]} |")
+    lines += ["", "| strategy | seed | fast, mean return over the 2nd half | modules | fast - modules |",
+              "| --- | --- | --- | --- | --- |"]
+    for strategy in sorted({k[0] for k in runs}):
+        diffs = []
+        for seed in sorted({k[2] for k in runs if k[0] == strategy}, key=int):
+            late = {e: late_mean(runs.get((strategy, e, seed), []), env_steps) for e in ("fast", "modules")}
+            if not any(np.isnan(v) for v in late.values()):
+                diffs.append(late["fast"] - late["modules"])
+            lines.append(f"| {strategy} | {seed} | {late['fast']:.1f} | {late['modules']:.1f} | "
+                         f"{late['fast'] - late['modules']:+.1f} |")
+        if diffs:
+            lines.append(f"| {strategy} | mean +- std | | | {np.mean(diffs):+.1f} +- {np.std(diffs):.1f} |")
     clusters = sorted({(r["strategy"], r["execution"], r["seed"], r["clusters"]) for r in rows if r["clusters"]})
     lines.append("")
     lines.append("seps clusters per run (agents in sorted order): " +

@@ -360,3 +360,23 @@ def test_execution_is_an_option_with_three_values():
     assert SePSOptions.from_dict({"execution": "fast"}).execution == "fast"
     with pytest.raises(ValueError, match="execution='quick' is invalid"):
         SePSOptions(execution="quick")
+
+
+def test_a_seed_gives_the_grouped_module_the_weights_of_the_module_it_replaces():
+    from rllib_seps.rllib.configure import apply_plan
+    from tests.conftest import quick_ppo_config
+
+    plan = _bps_plan("fups")  # on the module path: RLlib's default PPO module, "shared"
+    shared = plan.modules["shared"]
+    weights = {}
+    for execution, module_id, spaces in (("fast", DEFAULT_MODULE_ID, None),
+                                         ("modules", "shared", (shared.observation_space, shared.action_space))):
+        config = apply_plan(quick_ppo_config("bps_1").rl_module(model_config=HIDDENS).debugging(seed=4), plan,
+                            execution=execution)
+        spaces = spaces or (config.rl_module_spec.observation_space, config.rl_module_spec.action_space)
+        learner = config.build_learner(spaces={module_id: spaces})
+        weights[execution] = [p.detach() for p in learner.module[module_id].parameters()]
+    fast = [p[0] for p in weights["fast"]]  # the one group
+    assert sorted(torch.cat([p.flatten() for p in fast]).tolist()) == sorted(
+        torch.cat([p.flatten() for p in weights["modules"]]).tolist())
+    torch.testing.assert_close(fast[0].T, weights["modules"][0])  # the first layer, in place

@@ -162,8 +162,8 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 class GroupedLinear(nn.Module):
     """``n_groups`` dense layers applied at once to inputs laid out by group.
 
-    Each group's weights and biases are initialised as ``nn.Linear`` initialises its own
-    (uniform in +-1/sqrt(in_features)).
+    Each group is initialised exactly as an ``nn.Linear(in_features, out_features)`` would be
+    (:meth:`reset_group`: same draws, in the same order).
 
     Args:
         n_groups: Number of groups G.
@@ -174,9 +174,19 @@ class GroupedLinear(nn.Module):
     def __init__(self, n_groups: int, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = nn.Parameter(torch.empty(n_groups, self.in_features, self.out_features))
+        self.bias = nn.Parameter(torch.empty(n_groups, 1, self.out_features))
+        for group in range(n_groups):
+            self.reset_group(group)
+
+    @torch.no_grad()
+    def reset_group(self, group: int) -> None:
+        """Draws group ``group``'s weights and bias as ``nn.Linear.reset_parameters`` does."""
+        weight = torch.empty(self.out_features, self.in_features)
+        nn.init.kaiming_uniform_(weight, a=np.sqrt(5))
         bound = 1.0 / np.sqrt(self.in_features)
-        self.weight = nn.Parameter(torch.empty(n_groups, self.in_features, self.out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n_groups, 1, self.out_features).uniform_(-bound, bound))
+        self.weight[group] = weight.T
+        self.bias[group, 0] = torch.empty(self.out_features).uniform_(-bound, bound)
 
     @override(nn.Module)
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -460,14 +470,18 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
         self.n_mask, self.n_clusters, self.n_groups = layout.mask_size, layout.n_clusters, layout.n_groups
         obs_space = layout.indicated_space
         self.is_box = isinstance(actions, gym.spaces.Box)
-        self.actor_body = Body(obs_space, config, self.n_groups)
-        width = self.actor_body.out_size
-        if self.is_box:
-            self.pi = GaussianHead(width, self.n_mask, self.n_groups)
-        else:
-            self.pi = _dense(self.n_groups, width, self.n_mask)
-        self.critic_body = None if config.get("vf_share_layers") else Body(obs_space, config, self.n_groups)
-        self.vf = _dense(self.n_groups, width if self.critic_body is None else self.critic_body.out_size, 1)
+        # Built in the order of RLlib's default PPO module (actor body, critic body, policy head,
+        # value head), so that the same seed gives the same weights.
+        with torch.random.fork_rng(enabled=self.n_groups > 0):  # grouped: drawn below, module by module
+            self.actor_body = Body(obs_space, config, self.n_groups)
+            self.critic_body = None if config.get("vf_share_layers") else Body(obs_space, config, self.n_groups)
+            width = self.actor_body.out_size
+            self.pi = GaussianHead(width, self.n_mask, self.n_groups) if self.is_box else _dense(
+                self.n_groups, width, self.n_mask)
+            self.vf = _dense(self.n_groups, width if self.critic_body is None else self.critic_body.out_size, 1)
+        for group in range(self.n_groups):  # as the plan's modules, one after the other, would draw them
+            for layer in self._dense_layers():
+                layer.reset_group(group)
         self.action_dist_cls = _action_dist_cls(actions)
         if self.n_clusters:
             # AdaPS: one fixed mask per cluster (rllib_seps.sharing.adaps), the same over the actor's and
@@ -477,6 +491,12 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
             for body in (self.actor_body, self.critic_body):
                 if body is not None:
                     body.mlp.set_cluster_masks(masks)
+
+    def _dense_layers(self) -> list[nn.Module]:
+        """The dense layers, in the order they are built."""
+        bodies = [b for b in (self.actor_body, self.critic_body) if b is not None]
+        head = self.pi.mean if self.is_box else self.pi
+        return [layer for body in bodies for layer in body.mlp.layers] + [head, self.vf]
 
     def _parts(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, RowGroups | None]:
         """(observation, action mask, cluster index or None, row groups or None) of a batch of
