@@ -107,6 +107,14 @@ class _Fragment(NamedTuple):
     truncated: np.ndarray  # (T, N, E) bool
     ends: list  # per copy: {t: final rows (N, D)} of the episodes that ended at step t
     episode_ids: list  # per copy: the id of each of its episodes in the fragment, in order
+    ended: list  # the ids of the episodes that ended, in order
+
+    def first(self, steps: int) -> "_Fragment":
+        """The fragment's first ``steps`` steps (the copies' episodes end within them)."""
+        cut = {name: getattr(self, name) for name in ("actions", "logp", "dist_inputs", "rewards", "terminated",
+                                                      "truncated")}
+        return self._replace(rows=self.rows[:steps + 1], acting=self.acting[:steps + 1],
+                             **{k: None if v is None else v[:steps] for k, v in cut.items()})
 
 
 _NO_INFO: dict = {}
@@ -223,13 +231,15 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         return episodes
 
     def _sample_episodes(self, n: int, explore: bool) -> list[SingleAgentEpisode]:
-        """At least ``n`` whole episodes from fresh resets (as RLlib samples ``num_episodes``):
-        every agent's whole episode, its chunks of successive fragments joined."""
+        """``n`` whole episodes from fresh resets (up to ``num_envs - 1`` more that end at the
+        same step, as RLlib samples ``num_episodes``): every agent's whole episode, its chunks of
+        successive fragments joined; unfinished episodes are dropped."""
         self._needs_reset = True
-        ended, whole = 0, {}
-        while ended < n:
-            fragment = self._run(max(1, self.config.get_rollout_fragment_length(self.worker_index or 0)), explore)
-            ended += sum(len(ends) for ends in fragment.ends)
+        ended, whole = [], {}
+        while len(ended) < n:
+            length = max(1, self.config.get_rollout_fragment_length(self.worker_index or 0))
+            fragment = self._run(length, explore, episodes=n - len(ended))
+            ended += fragment.ended
             for chunk in self._episodes(fragment):
                 if chunk.id_ in whole:
                     whole[chunk.id_].concat_episode(chunk)
@@ -237,7 +247,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 else:
                     whole[chunk.id_] = chunk
         self._needs_reset = True
-        return [episode for episode in whole.values() if episode.is_done]
+        return [episode for episode in whole.values() if episode.env_episode in ended]
 
     def _reset(self) -> None:
         n, e = len(self.grouped.agents), self.num_envs
@@ -258,8 +268,9 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._ep_start[index] = time.time()
         self._env_episode[index] = uuid.uuid4().hex
 
-    def _run(self, steps: int, explore: bool) -> _Fragment:
-        """Steps every copy ``steps`` times; returns the fragment's arrays."""
+    def _run(self, steps: int, explore: bool, episodes: int | None = None) -> _Fragment:
+        """Steps every copy ``steps`` times, or until ``episodes`` episodes ended; returns the
+        fragment's arrays."""
         if self._needs_reset:
             self._reset()
         module = self.module[DEFAULT_MODULE_ID]
@@ -273,9 +284,8 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             logp=np.empty((steps, n, e), np.float32) if explore else None,
             dist_inputs=None, rewards=np.empty((steps, n, e), np.float32),
             terminated=np.empty((steps, n, e), bool), truncated=np.empty((steps, n, e), bool),
-            ends=[{} for _ in range(e)], episode_ids=[[i] for i in self._env_episode])
+            ends=[{} for _ in range(e)], episode_ids=[[i] for i in self._env_episode], ended=[])
         f.rows[0], f.acting[0] = self._rows, self._acting
-        dist_inputs = None
         categorical = dist_cls is TorchCategorical
         for t in range(steps):
             with torch.inference_mode():
@@ -288,14 +298,18 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                     logp = dist.logp(action) if explore else None
                 if explore:
                     f.logp[t] = logp.numpy().reshape(n, e)
-            if dist_inputs is None:
-                dist_inputs = np.empty((steps, n, e, logits.shape[-1]), np.float32)
-            dist_inputs[t] = logits.numpy().reshape(n, e, -1)
+            if f.dist_inputs is None:
+                f = f._replace(dist_inputs=np.empty((steps, n, e, logits.shape[-1]), np.float32))
+            f.dist_inputs[t] = logits.numpy().reshape(n, e, -1)
             f.actions[t] = action.numpy().reshape(f.actions.shape[1:])
             self._step_copies(f, t)
-        self._rows, self._acting = f.rows[steps].copy(), f.acting[steps].copy()
-        self._count_steps(f, steps)
-        return f._replace(dist_inputs=dist_inputs)
+            if episodes is not None and len(f.ended) >= episodes:
+                f = f.first(t + 1)
+                break
+        taken = len(f.rewards)
+        self._rows, self._acting = f.rows[taken].copy(), f.acting[taken].copy()
+        self._count_steps(f, taken)
+        return f
 
     def _step_copies(self, f: _Fragment, t: int) -> None:
         for index, env in enumerate(self.envs):
@@ -309,6 +323,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             self._ep_acted[:, index] |= acted
             if out.done:
                 f.ends[index][t] = out.rows.copy()
+                f.ended.append(self._env_episode[index])
                 self._log_episode(index)
                 self._start_episode(index, env.reset())
                 f.episode_ids[index].append(self._env_episode[index])
