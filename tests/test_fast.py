@@ -186,7 +186,8 @@ def test_fast_env_runner_returns_each_agents_episode_chunks_from_every_copy():
     episodes = runner.sample(num_timesteps=50)  # 25 steps of each copy: two whole episodes, one chunk
     assert len(episodes) == 15 * 2 * 3
     assert sorted({len(e) for e in episodes}) == [5, 10]
-    assert sum(e.is_truncated for e in episodes) == 15 * 2 * 2 and not any(e.is_terminated for e in episodes)
+    done = [e for e in episodes if e.is_done]  # truncated, and terminated as RLlib's MultiAgentEpisode says
+    assert len(done) == 15 * 2 * 2 and all(e.is_truncated and e.is_terminated for e in done)
     assert sum(e.env_steps() for e in episodes) == 50 and sum(e.agent_steps() for e in episodes) == 15 * 50
     # Copy 0's first episode starts from the env's own reset with the runner's seed.
     first = BlindParticleSpread((5, 5, 5), max_cycles=10).reset_arrays(seed=runner._seed)
@@ -206,6 +207,7 @@ def test_fast_env_runner_returns_each_agents_episode_chunks_from_every_copy():
 
     whole = runner.sample(num_episodes=3, explore=False)
     assert {len(e) for e in whole} == {10} and all(e.is_truncated for e in whole)
+    assert len({e.env_episode for e in whole}) == 4  # 3 asked; both copies end at the same step
     returns, agents = returns_per_module(whole)
     assert sorted(returns) == ["cluster_0", "cluster_1", "cluster_2"] and len(returns["cluster_0"]) >= 3
     assert agents["cluster_1"] == {f"agent_{i:02d}" for i in range(5, 10)}
@@ -273,16 +275,31 @@ LEAVING = _agents_env(lambda t: [a for a, ok in (("a", t < 3), ("b", True), ("c"
 
 
 def test_agents_that_join_late_or_leave_early_get_episodes_of_their_own_steps():
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+
     runner = fast_runner(LEAVING, "nops")
-    episodes = {e.get_observations(0)[1]: e for e in runner.sample(num_timesteps=6)}  # by agent index
-    a, b, c = (episodes[float(i)] for i in range(3))
-    assert (len(a), a.is_terminated) == (3, True)
+    episodes = {e.agent: e for e in runner.sample(num_timesteps=6)}
+    a, b, c = (episodes[x] for x in "abc")
+    assert (len(a), a.is_terminated, a.is_truncated) == (3, True, False)
     assert (len(b), b.is_truncated, len(c), c.is_truncated) == (6, True, 4, True)
     np.testing.assert_array_equal(c.get_observations(slice(None))[:, 0], [2, 3, 4, 5, 6])  # own steps + final
     np.testing.assert_array_equal(a.get_rewards(), [1, 1, 1])
     metrics = runner.get_metrics()
     assert metrics["agent_episode_returns_mean"] == {"a": 3.0, "b": 6.0, "c": 4.0}
     assert metrics["episode_return_mean"] == 13.0
+
+    # RLlib's own MultiAgentEnvRunner (the module path) makes the same agent episodes, flags and all.
+    config = PPOConfig().environment(LEAVING).env_runners(num_env_runners=0).rl_module(model_config=HIDDENS)
+    obs, act = env_spaces(env_creator_of(config), {})
+    reference = MultiAgentEnvRunner(config=apply_plan(config, build_plan("nops", obs, act)), worker_index=0)
+    (episode,) = reference.sample(num_episodes=1)
+    for agent, own in episode.agent_episodes.items():
+        fast = episodes[agent]
+        assert (len(own), own.is_terminated, own.is_truncated) == (len(fast), fast.is_terminated, fast.is_truncated)
+        np.testing.assert_array_equal(own.get_observations(slice(None))[:, 0],
+                                      fast.get_observations(slice(None))[:, 0])  # the step numbers
 
 
 @pytest.mark.parametrize("present, pausing, message", [

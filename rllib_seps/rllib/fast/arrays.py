@@ -38,10 +38,12 @@ class Transition(NamedTuple):
     Attributes:
         rows: ``(N, D)`` float32 module inputs; an agent without a new observation keeps its row.
         rewards: ``(N,)`` float32 (0 for agents that did not act).
-        terminated: ``(N,)`` bool, agents whose episode terminated in this step.
-        truncated: ``(N,)`` bool, agents whose episode was truncated in this step.
+        terminated: ``(N,)`` bool, agents whose episode terminated in this step (their own flags).
+        truncated: ``(N,)`` bool, agents whose episode was truncated in this step (their own flags).
         acting: ``(N,)`` bool, agents that act at the next step.
         done: Whether the copy's episode is over (reset it).
+        all_terminated: Whether the env ended the episode by termination for all agents.
+        all_truncated: Whether the env ended the episode by truncation for all agents.
     """
 
     rows: np.ndarray
@@ -50,6 +52,8 @@ class Transition(NamedTuple):
     truncated: np.ndarray
     acting: np.ndarray
     done: bool
+    all_terminated: bool = False
+    all_truncated: bool = False
 
 
 class AgentArrays(abc.ABC):
@@ -113,9 +117,11 @@ class NativeArrays(AgentArrays):
             self._env_actions = np.empty_like(own)
         self._env_actions[self._order] = own
         obs, rewards, terminated, truncated = self.env.step_arrays(self._env_actions)
-        done = bool(terminated or truncated)
-        return Transition(self._pack(obs), rewards[self._order], np.full(self.n_agents, bool(terminated)),
-                          np.full(self.n_agents, bool(truncated)), ~self._all if done else self._all, done)
+        terminated, truncated = bool(terminated), bool(truncated)
+        done = terminated or truncated
+        return Transition(self._pack(obs), rewards[self._order], np.full(self.n_agents, terminated),
+                          np.full(self.n_agents, truncated), ~self._all if done else self._all, done,
+                          terminated, truncated)
 
     def close(self) -> None:
         self.env.close()
@@ -202,20 +208,18 @@ class DictArrays(AgentArrays):
             if values:
                 target[self._indices(values)] = list(values.values())
         present = self._pack(observations)
-        done = bool(terminateds.get(_ALL) or truncateds.get(_ALL))
+        all_terminated, all_truncated = bool(terminateds.get(_ALL)), bool(truncateds.get(_ALL))
+        done = all_terminated or all_truncated
         ended = terminated | truncated
         acting = np.zeros(n, bool)
         acting[present] = True
         acting &= ~ended
         acted = self._acting
-        if done:  # agents without flags of their own end as the whole episode does
-            all_terminated = bool(terminateds.get(_ALL))
-            terminated |= acted & ~ended & all_terminated
-            truncated |= acted & ~ended & (not all_terminated)
-        else:
+        if not done:
             self._check_parallel(acting, ended)
         self._acting = acting
-        return Transition(self.rows, reward * acted, terminated & acted, truncated & acted, acting.copy(), done)
+        return Transition(self.rows, reward * acted, terminated & acted, truncated & acted, acting.copy(), done,
+                          all_terminated, all_truncated)
 
     def _check_parallel(self, acting: np.ndarray, ended: np.ndarray) -> None:
         """Raises unless every live agent acts at every step and none comes back after leaving."""

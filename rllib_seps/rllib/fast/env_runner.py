@@ -94,6 +94,14 @@ class AgentEpisode(SingleAgentEpisode):
         return len(self)
 
 
+class _End(NamedTuple):
+    """How an episode of one environment copy ended."""
+
+    rows: np.ndarray  # (N, D) the final module inputs
+    terminated: bool  # as RLlib's MultiAgentEpisode.is_terminated (see FastEnvRunner._end_flags)
+    truncated: bool  # as RLlib's MultiAgentEpisode.is_truncated
+
+
 class _Fragment(NamedTuple):
     """Arrays of one ``sample()`` call: T steps, N agents (plan order), E copies."""
 
@@ -105,7 +113,7 @@ class _Fragment(NamedTuple):
     rewards: np.ndarray  # (T, N, E) float32
     terminated: np.ndarray  # (T, N, E) bool
     truncated: np.ndarray  # (T, N, E) bool
-    ends: list  # per copy: {t: final rows (N, D)} of the episodes that ended at step t
+    ends: list  # per copy: {t: _End} of the episodes that ended at step t
     episode_ids: list  # per copy: the id of each of its episodes in the fragment, in order
     ended: list  # the ids of the episodes that ended, in order
 
@@ -159,6 +167,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._ep_len = np.zeros(e, np.int64)
         self._ep_return = np.zeros((n, e), np.float64)
         self._ep_acted = np.zeros((n, e), bool)
+        self._ep_done = np.zeros((n, e), bool)  # agents done by their own flags in the episode
         self._ep_start = np.zeros(e, np.float64)
         self._env_episode = [None] * e
 
@@ -242,8 +251,11 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             ended += fragment.ended
             for chunk in self._episodes(fragment):
                 if chunk.id_ in whole:
-                    whole[chunk.id_].concat_episode(chunk)
-                    whole[chunk.id_].env_step_share += chunk.env_step_share
+                    merged = whole[chunk.id_]
+                    merged.concat_episode(chunk)
+                    merged.env_step_share += chunk.env_step_share
+                    # concat_episode keeps one flag; the last chunk may have both (see _end_flags).
+                    merged.is_terminated, merged.is_truncated = chunk.is_terminated, chunk.is_truncated
                 else:
                     whole[chunk.id_] = chunk
         self._needs_reset = True
@@ -265,6 +277,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._ep_len[index] = 0
         self._ep_return[:, index] = 0.0
         self._ep_acted[:, index] = False
+        self._ep_done[:, index] = False
         self._ep_start[index] = time.time()
         self._env_episode[index] = uuid.uuid4().hex
 
@@ -321,8 +334,9 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             self._ep_len[index] += 1
             self._ep_return[:, index] += out.rewards
             self._ep_acted[:, index] |= acted
+            self._ep_done[:, index] |= acted & (out.terminated | out.truncated)
             if out.done:
-                f.ends[index][t] = out.rows.copy()
+                f.ends[index][t] = _End(out.rows.copy(), *self._end_flags(index, out))
                 f.ended.append(self._env_episode[index])
                 self._log_episode(index)
                 self._start_episode(index, env.reset())
@@ -330,6 +344,16 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 f.rows[t + 1, :, index], f.acting[t + 1, :, index] = self._rows[:, index], self._acting[:, index]
             else:
                 f.rows[t + 1, :, index], f.acting[t + 1, :, index] = out.rows, out.acting
+
+    def _end_flags(self, index: int, out: Any) -> tuple[bool, bool]:
+        """Whether the episode of copy ``index`` that just ended counts as terminated and as
+        truncated, as RLlib's ``MultiAgentEpisode`` counts it (and so as the module path trains on
+        it): terminated if the env said so for all agents, or if every agent that acted is done
+        by its own flags, truncations included; the agents acting at the last step take these
+        flags too. So an episode that a time limit truncates for every agent is also terminated,
+        and its last values are not bootstrapped, on both paths."""
+        every_agent_done = bool(np.all(self._ep_done[:, index] | ~self._ep_acted[:, index]))
+        return out.all_terminated or every_agent_done, out.all_truncated
 
     def _episodes(self, f: _Fragment) -> list[SingleAgentEpisode]:
         """One episode chunk per agent and stretch of steps it acted in, from the fragment."""
@@ -342,21 +366,27 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 share = end - start + 1
                 for agent in range(n):
                     for first, last in _runs(f.acting[start:end + 1, agent, index], start, self.grouped.agents[agent]):
-                        final = f.ends[index][end][agent] if ended and last == end else f.rows[last + 1, agent, index]
-                        done = bool(f.terminated[last, agent, index] or f.truncated[last, agent, index]) or (
-                            ended and last == end)
-                        episodes.append(self._episode(f, index, agent, first, last, final, done, share, env_episode))
+                        terminated = bool(f.terminated[last, agent, index])
+                        truncated = bool(f.truncated[last, agent, index])
+                        final = f.rows[last + 1, agent, index]
+                        if ended and last == end:
+                            final = f.ends[index][end].rows[agent]
+                            terminated |= f.ends[index][end].terminated
+                            truncated |= f.ends[index][end].truncated
+                        episodes.append(self._episode(f, index, agent, first, last, final, terminated, truncated,
+                                                      share, env_episode))
                         share = 0
         return episodes
 
     def _episode(self, f: _Fragment, index: int, agent: int, first: int, last: int, final: np.ndarray,
-                 done: bool, share: int, env_episode: str) -> AgentEpisode:
+                 terminated: bool, truncated: bool, share: int, env_episode: str) -> AgentEpisode:
         continuing = first == 0 and self._agent_t[agent, index] > 0
         if continuing:
             id_, t_started = self._agent_ids[agent, index], int(self._agent_t[agent, index])
         else:
             id_, t_started = uuid.uuid4().hex, 0
         length = last - first + 1
+        done = terminated or truncated
         self._agent_t[agent, index] = 0 if done else t_started + length
         self._agent_ids[agent, index] = None if done else id_
         steps = slice(first, last + 1)
@@ -364,13 +394,12 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         extra = {Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(f.dist_inputs[steps, agent, index])}
         if f.logp is not None:
             extra[Columns.ACTION_LOGP] = InfiniteLookbackBuffer(f.logp[steps, agent, index])
-        terminated = bool(f.terminated[last, agent, index])
         episode = AgentEpisode(
             id_, observations=InfiniteLookbackBuffer(observations),
             actions=InfiniteLookbackBuffer(f.actions[steps, agent, index]),
             rewards=InfiniteLookbackBuffer(f.rewards[steps, agent, index]),
             infos=InfiniteLookbackBuffer([_NO_INFO] * (length + 1)), extra_model_outputs=extra,
-            terminated=terminated, truncated=done and not terminated, len_lookback_buffer=0,
+            terminated=terminated, truncated=truncated, len_lookback_buffer=0,
             t_started=t_started)
         episode.env_step_share = share
         episode.agent = self.grouped.agents[agent]
