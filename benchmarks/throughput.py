@@ -1,48 +1,33 @@
-"""PPO iteration time of AdaPS against full sharing (fups) and SePS, on BPS(1) and the 200-agent BPS.
+"""Agent steps per second of fast execution and of the module path, against the limit.
 
 How to run:
-    .venv/bin/python benchmarks/throughput.py                      # both environments, ~3-4 minutes
-    .venv/bin/python benchmarks/throughput.py --envs bps_1 --iters 5
+    .venv/bin/python benchmarks/throughput.py              # all sections, BPS with 15, 30 and 200 agents
+    .venv/bin/python benchmarks/throughput.py --quick      # fewer rounds and steps: a look, not a figure
+    .venv/bin/python benchmarks/throughput.py --sections sampling --envs bps_200
 
-For every environment, one PPO config per strategy is built with :func:`rllib_seps.with_sharing`
-(SePS pretraining for seps and adaps runs first and is *not* timed; its time is printed apart),
-on the same seed and with the same MLP (``--hiddens`` for every module, so that fups, seps and
-adaps have the same network size: RLlib's default module and ours have different default widths).
-One local EnvRunner and the local learner do everything (``num_env_runners=0``), so an iteration
-is sampling, connectors, learner update and weight sync, in this process. Every iteration has
-about ``--agent-steps`` agent steps (BPS(1): 1333 env steps, 200-agent BPS: 100), sampled in
-``sample()`` calls of ``--fragment`` env steps: RLlib 2.60 converts every episode finished in the
-current ``sample()`` call to numpy at every env step, a cost quadratic in the call's length and
-about proportional to the number of Dict observation keys (see benchmarks/overhead.py), which
-otherwise dominates long fragments (seen: 2000-step calls on BPS(1) made fups 3x slower and the
-padded strategies 0.7x of it). After one warm-up iteration each, the strategies take turns (fups,
-seps, adaps, then seps, adaps, fups, ...) for ``--iters`` timed iterations each, so that the
-drifts of a shared machine hit all of them alike.
+Sections (all in one run, on BPS with 15 (``bps_1``), 30 (``bps_2``) and 200 (``bps_200``) agents):
 
-Reported per strategy: the mean and range of the wall-clock iteration time, the mean CPU time of
-this process per iteration (all the work runs here, on one torch thread, so CPU time measures the
-work done whatever else loads the machine), agent steps per second, and the speed relative to
-fups: ``fups time / strategy time``, the median over rounds of the ratio within a round, by wall
-clock and by CPU time (the issue's target for adaps: >= 0.9).
+1. ``sampling``: agent steps per CPU second of ``sample()`` on a local EnvRunner (this process,
+   one torch thread), for every strategy on both paths (``modules``: RLlib's
+   ``MultiAgentEnvRunner`` with one RLModule per module of the plan; ``fast``: the fast EnvRunner
+   with one grouped module), and of **the limit**: the environment's own array step plus one
+   batched torch forward pass (an MLP of the same widths) and one action sample for all agents,
+   nothing else. Ratios: fast / limit, modules / limit, fast / modules.
+2. ``iterations``: agent steps per CPU second of whole PPO iterations (sampling, learner
+   connectors, updates, weight sync; ``num_env_runners=0``, so all in this process, one torch
+   thread), ``--agent-steps`` per iteration, every strategy on both paths; ratio fast / modules.
+3. ``tuned``: wall-clock time of whole iterations of the tuned BPS(1) configs
+   (``tuned_configs/bps_1-{fups,seps}-ppo.yaml`` as they are: one remote EnvRunner, 2000 env
+   steps per iteration) on both paths, and on the 200-agent BPS with the same settings, fast
+   execution, ``nops`` against ``fups``.
 
-What adaps pays beyond fups on these homogeneous tasks: fups is *plain* (RLlib's default module,
-no connector), while adaps always goes through the padding connectors (to append each agent's
-cluster index to its observation) and :class:`rllib_seps.rllib.modules.SharedActorCriticModule`; the
-masks themselves are one row gather and one multiply per hidden layer in the same batched pass.
-``--padded-fups`` adds fups served through the same connectors and module without masks
-(``force_padding``), which separates the two costs.
-
-Results to expect (2-core machine shared with other jobs; the defaults; ratios vary by about
-+-0.1 from run to run there): adaps 0.94x (BPS(1)) and 0.98x (200-agent BPS) of fups, padded fups
-0.89x and 1.00x; with 200-step ``sample()`` calls on the 200-agent BPS (``--envs bps_200
---agent-steps 40000 --fragment 200``) adaps 0.97x, padded fups 1.01x. Masks cost almost nothing (a
-module micro-benchmark on the 200-agent BPS: +0.05 ms per 200-sample inference pass, +0.25 ms per
-200-sample training pass, well under 1% of an iteration). What used to cost 10-20% was the padded
-route's Dict observation ({"observations", "action_mask", "cluster"}): RLlib's per-step episode
-bookkeeping flattens it at every step (cProfile: ``tree.flatten`` under
-``InfiniteLookbackBuffer.len_incl_lookback``). Padded modules of vectors now take one flat float32
-vector (see :attr:`rllib_seps.sharing.plan.ModulePlan.observation_space`), which brought adaps from
-0.81x to 0.97x of fups in that setting.
+Every strategy uses the same MLP (``--hiddens``, default RLlib's [256, 256] for sections 1-2, as
+the issue's figures; the tuned configs' own [64, 64] in section 3). seps and adaps take the
+environment's colours as clusters (no pretraining: this measures speed, not clustering). Measures
+alternate: each round runs every contender once, so the drifts of a shared machine hit all alike;
+a figure is the median over rounds. Sampling calls are ``--fragment`` env steps long on both paths
+(RLlib's MultiAgentEnvRunner pays per step for every episode finished in the current call, so long
+calls would hurt the module path beyond its typical cost).
 """
 
 from __future__ import annotations
@@ -52,153 +37,268 @@ import shlex
 import statistics
 import sys
 import time
+from typing import Any
 
-import ray
+import numpy as np
 import torch
-from ray.rllib.algorithms.ppo import PPOConfig
 
-import rllib_seps.envs  # noqa: F401  (registers the environments)
-from rllib_seps import with_sharing
-from rllib_seps.sharing.adaps import format_mask_report
-from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
-from rllib_seps.sharing.plan import build_plan
-
-STRATEGIES = ("fups", "seps", "adaps")
-N_TYPES = {"bps_1": 3, "bps_200": 4}
-"""K given to pretraining (the environment's number of colours), so that K does not vary between
-runs of the benchmark; other environments use automatic K."""
+ENVS = {"bps_1": 15, "bps_2": 30, "bps_200": 200}
+STRATEGIES = ("fups", "fups_id", "seps", "adaps", "nops")
+EXECUTIONS = ("fast", "modules")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=["bps_1", "bps_200"], help="registered environments")
-    parser.add_argument("--iters", type=int, default=5,
-                        help="timed iterations per strategy (after 1 warm-up)")
-    parser.add_argument("--max-cycles", type=int, default=25, help="episode length (env_config max_cycles)")
-    parser.add_argument("--agent-steps", type=int, default=20000,
-                        help="agent steps per iteration: the train batch is this / number of agents, "
-                             "in env steps (BPS(1): 1333, 200-agent BPS: 100), so that every iteration "
-                             "does about the same work and lasts seconds, not noise")
-    parser.add_argument("--fragment", type=int, default=50,
-                        help="rollout_fragment_length in env steps (sample() call length; see the "
-                             "module docstring)")
-    parser.add_argument("--train-batch-size", type=int, default=None,
-                        help="env steps per iteration, overriding --agent-steps")
-    parser.add_argument("--minibatch-size", type=int, default=None,
-                        help="PPO minibatch size (default: the train batch size)")
-    parser.add_argument("--hiddens", type=int, nargs="+", default=[64, 64],
-                        help="fcnet_hiddens of every module")
-    parser.add_argument("--drop-threshold", type=float, default=None,
-                        help="adaps_drop_threshold (default: the SePSOptions default)")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch intra-op threads (1 avoids OpenMP spinning against the env on 2 cores)")
-    parser.add_argument("--padded-fups", action="store_true",
-                        help="also time fups through the padding connectors and module (no masks)")
-    parser.add_argument("--no-episodes-to-numpy", dest="episodes_to_numpy", action="store_false",
-                        help="config.env_runners(episodes_to_numpy=False) for every strategy (see "
-                             "benchmarks/overhead.py: RLlib's per-step episode bookkeeping)")
-    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
-    return parser.parse_args(argv)
+    parser.add_argument("--sections", nargs="+", default=["sampling", "iterations", "tuned"],
+                        choices=["sampling", "iterations", "tuned"])
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--hiddens", type=int, nargs="+", default=[256, 256], help="fcnet_hiddens (sections 1-2)")
+    parser.add_argument("--num-envs", type=int, default=1, help="env copies per EnvRunner (and in the limit)")
+    parser.add_argument("--fragment", type=int, default=200, help="env steps per sample() call")
+    parser.add_argument("--sample-steps", type=int, default=20000, help="agent steps per sampling measure")
+    parser.add_argument("--agent-steps", type=int, default=20000, help="agent steps per iteration (section 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
+    parser.add_argument("--quick", action="store_true", help="1 round, 5000 agent steps per measure")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.sample_steps, args.agent_steps = 1, 5000, 5000
+    return args
 
 
-def build_configs(env: str, args: argparse.Namespace) -> tuple[dict, dict]:
-    """PPO config per strategy (pretraining included, untimed), and what pretraining reported."""
-    base = (PPOConfig().environment(env, env_config={"max_cycles": args.max_cycles})
-            .env_runners(num_env_runners=0, episodes_to_numpy=args.episodes_to_numpy)
-            .debugging(seed=0))
-    batch = args.train_batch_size or max(args.max_cycles, round(args.agent_steps / n_agents_of(base)))
-    base.training(train_batch_size=batch, minibatch_size=args.minibatch_size or batch, num_epochs=1)
-    base.env_runners(rollout_fragment_length=min(args.fragment, batch))
-    model = {"fcnet_hiddens": list(args.hiddens)}
-    options = {"transitions_per_agent": 500, "updates": 800, "progress": False, "module_kwargs": model,
-               "n_clusters": N_TYPES.get(env, "auto")}
-    if args.drop_threshold is not None:
-        options["adaps_drop_threshold"] = args.drop_threshold
-    configs, notes = {}, {}
-    for strategy in STRATEGIES:
-        start = time.perf_counter()
-        configs[strategy], result = with_sharing(base, {**options, "strategy": strategy})
-        if result is not None:
-            notes[strategy] = (f"pretraining {time.perf_counter() - start:.0f}s (untimed), "
-                               f"K={result.clustering.k}")
-            if result.adaps_masks:
-                notes["masks"] = format_mask_report(result.adaps_masks)
-    if args.padded_fups:
-        obs, act = env_spaces(env_creator_of(base), base.env_config)
-        configs["fups_padded"] = apply_plan(base, build_plan("fups", obs, act, force_padding=True), model)
-    return configs, notes
+def base_config(env: str, hiddens: list[int], num_envs: int, fragment: int) -> Any:
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    return (PPOConfig().environment(env).debugging(seed=0)
+            .env_runners(num_env_runners=0, num_envs_per_env_runner=num_envs, rollout_fragment_length=fragment)
+            .rl_module(model_config={"fcnet_hiddens": list(hiddens)}))
 
 
-def n_agents_of(config: PPOConfig) -> int:
-    return len(env_spaces(env_creator_of(config), config.env_config)[0])
+def shared_configs(config: Any, strategy: str) -> dict[str, Any]:
+    """The config of ``strategy`` on both paths (the environment's colours as clusters)."""
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+    from rllib_seps.sharing.adaps import adaps_model_config
+    from rllib_seps.sharing.plan import build_plan
+
+    env = env_creator_of(config)(dict(config.env_config))
+    colours = [env.agent_types[a] for a in sorted(env.possible_agents)]
+    obs, act = env_spaces(env_creator_of(config), config.env_config)
+    plan = build_plan(strategy, obs, act, labels=colours if strategy in ("seps", "adaps") else None)
+    model = adaps_model_config() if strategy == "adaps" else None
+    return {execution: apply_plan(config, plan, model, execution=execution) for execution in EXECUTIONS}
 
 
-def measure(env: str, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    """Wall-clock and CPU seconds of every timed iteration, per strategy; prints a table."""
-    configs, notes = build_configs(env, args)
+def median_rate(steps: float, seconds: list[float]) -> float:
+    return statistics.median(steps / s for s in seconds)
+
+
+# --- 1. Sampling -------------------------------------------------------------------------------
+
+class Limit:
+    """The environment's array step and one batched forward pass and action sample for all agents
+    of ``num_envs`` copies: what sampling costs without any bookkeeping."""
+
+    def __init__(self, env: str, hiddens: list[int], num_envs: int) -> None:
+        from rllib_seps.envs import ENVIRONMENTS
+
+        self.envs = [ENVIRONMENTS[env]() for _ in range(num_envs)]
+        self.obs = np.concatenate([e.reset_arrays(seed=i) for i, e in enumerate(self.envs)])
+        self.n = len(self.envs[0].possible_agents)
+        sizes = [self.obs.shape[1], *hiddens]
+        layers = []
+        for i, o in zip(sizes[:-1], sizes[1:]):
+            layers += [torch.nn.Linear(i, o), torch.nn.Tanh()]
+        self.mlp = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 5))
+
+    def sample(self, env_steps: int) -> None:
+        for _ in range(env_steps):
+            with torch.inference_mode():  # Gumbel-max: the cheapest exact categorical sample
+                logits = self.mlp(torch.from_numpy(self.obs))
+                actions = (logits - torch.log(-torch.log(torch.rand_like(logits)))).argmax(dim=-1).numpy()
+            for i, env in enumerate(self.envs):
+                rows = slice(i * self.n, (i + 1) * self.n)
+                obs, _, terminated, truncated = env.step_arrays(actions[rows])
+                self.obs[rows] = env.reset_arrays() if terminated or truncated else obs
+
+
+def runner_of(config: Any) -> Any:
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+    from rllib_seps.rllib.fast.execution import uses_fast_execution
+    from rllib_seps.rllib.fast.env_runner import FastEnvRunner
+
+    return (FastEnvRunner if uses_fast_execution(config) else MultiAgentEnvRunner)(config=config, worker_index=0)
+
+
+def measure_sampling(env: str, args: argparse.Namespace) -> dict[str, float]:
+    """Agent steps per CPU second: the limit and every (strategy, path)."""
+    n = ENVS[env]
+    base = base_config(env, args.hiddens, args.num_envs, args.fragment)
+    contenders: dict[str, Any] = {"limit": Limit(env, args.hiddens, args.num_envs)}
+    for strategy in args.strategies:
+        for execution, config in shared_configs(base, strategy).items():
+            contenders[f"{strategy}/{execution}"] = runner_of(config)
+    calls = max(1, round(args.sample_steps / (n * args.fragment * args.num_envs)))
+    steps = calls * args.fragment * args.num_envs * n
+
+    def run(name: str, contender: Any) -> float:
+        start = time.process_time()
+        for _ in range(calls):
+            if name == "limit":
+                contender.sample(args.fragment)
+            else:
+                contender.sample(num_timesteps=args.fragment * args.num_envs)
+        return time.process_time() - start
+
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for name, contender in contenders.items():
+        run(name, contender)  # warm-up
+    for round_ in range(args.rounds):
+        names = list(contenders)
+        names = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in names:
+            seconds[name].append(run(name, contenders[name]))
+        print(f"  {env} sampling round {round_ + 1}/{args.rounds} done", flush=True)
+    for name, contender in contenders.items():
+        if name != "limit":
+            contender.stop()
+    return {name: median_rate(steps, s) for name, s in seconds.items()}
+
+
+def print_sampling(env: str, rates: dict[str, float], args: argparse.Namespace) -> None:
+    limit = rates["limit"]
+    print(f"\n{env} ({ENVS[env]} agents), sampling: agent steps per CPU second, one torch thread, fcnet_hiddens "
+          f"{args.hiddens}, {args.num_envs} env cop{'y' if args.num_envs == 1 else 'ies'}, "
+          f"sample() calls of {args.fragment} env steps")
+    print(f"  limit (array env step + one batched forward and sample): {limit:,.0f}")
+    print(f"  {'strategy':9s} {'fast':>10s} {'modules':>10s} {'fast/limit':>11s} {'modules/limit':>14s} "
+          f"{'fast/modules':>13s}")
+    for strategy in args.strategies:
+        fast, modules = rates[f"{strategy}/fast"], rates[f"{strategy}/modules"]
+        print(f"  {strategy:9s} {fast:10,.0f} {modules:10,.0f} {fast / limit:11.2f} {modules / limit:14.3f} "
+              f"{fast / modules:12.1f}x")
+
+
+# --- 2. Whole iterations -----------------------------------------------------------------------
+
+def measure_iterations(env: str, args: argparse.Namespace) -> dict[str, float]:
+    """Agent steps per CPU second of whole PPO iterations, per (strategy, path)."""
+    n = ENVS[env]
+    steps = max(1, round(args.agent_steps / n))
+    fragment = min(args.fragment, steps)
+    batch = fragment * max(1, round(steps / fragment))  # whole sample() calls
+    base = base_config(env, args.hiddens, args.num_envs, fragment).training(
+        train_batch_size=batch, minibatch_size=min(500, batch), num_epochs=5)
+    rates = {}
+    for strategy in args.strategies:  # two algorithms at a time: 200-module learners are large
+        seconds = time_alternating(shared_configs(base, strategy), args.rounds, time.process_time)
+        for execution, s in seconds.items():
+            rates[f"{strategy}/{execution}"] = median_rate(batch * n, s)
+        print(f"  {env} iterations of {strategy} done", flush=True)
+    rates["batch"] = batch
+    return rates
+
+
+def print_iterations(env: str, rates: dict[str, float], args: argparse.Namespace) -> None:
+    print(f"\n{env} ({ENVS[env]} agents), whole PPO iterations of {rates['batch']} env steps "
+          f"({rates['batch'] * ENVS[env]} agent steps; minibatches of min(500, batch) rows per module, "
+          f"5 epochs): agent steps per CPU second, one torch thread, fcnet_hiddens {args.hiddens}")
+    print(f"  {'strategy':9s} {'fast':>10s} {'modules':>10s} {'fast/modules':>13s} {'vs fups: fast':>14s} "
+          f"{'modules':>8s}")
+    for strategy in args.strategies:
+        fast, modules = rates[f"{strategy}/fast"], rates[f"{strategy}/modules"]
+        vs = [f"{rates['fups/' + e] / rates[strategy + '/' + e]:.2f}x" if "fups/" + e in rates else "-"
+              for e in EXECUTIONS]
+        print(f"  {strategy:9s} {fast:10,.0f} {modules:10,.0f} {fast / modules:12.1f}x {vs[0]:>14s} {vs[1]:>8s}")
+    print("  (vs fups: the strategy's iteration time over fups's on the same path)")
+
+
+# --- 3. Tuned configs --------------------------------------------------------------------------
+
+def tuned_config(strategy: str, execution: str, env: str = "bps_1") -> Any:
+    from rllib_seps.cli.experiment_file import load_experiments
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+    from rllib_seps.sharing.plan import build_plan
+
+    (experiment,) = load_experiments(f"tuned_configs/bps_1-{strategy}-ppo.yaml")
+    config = experiment.config.environment(env)
+    creator = env_creator_of(config)
+    probe = creator(dict(config.env_config))
+    colours = [probe.agent_types[a] for a in sorted(probe.possible_agents)]
+    obs, act = env_spaces(creator, config.env_config)
+    plan = build_plan(strategy, obs, act, labels=colours if strategy == "seps" else None)
+    return apply_plan(config, plan, experiment.seps.module_kwargs, execution=execution)
+
+
+def time_alternating(configs: dict[str, Any], rounds: int, clock: Any = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds (by ``clock``) of each timed iteration of each config: built together, one warm-up
+    iteration each, then rounds that alternate their order."""
     algos = {name: config.build_algo() for name, config in configs.items()}
-    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in algos}
+    seconds: dict[str, list[float]] = {name: [] for name in algos}
     try:
         for algo in algos.values():
             algo.train()  # warm-up
         names = list(algos)
-        for i in range(args.iters):
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:  # each strategy takes every position in turn
-                wall, cpu = time.perf_counter(), time.process_time()
+        for round_ in range(rounds):
+            for name in (names if round_ % 2 == 0 else names[::-1]):
+                start = clock()
                 algos[name].train()
-                times[name]["wall"].append(time.perf_counter() - wall)
-                times[name]["cpu"].append(time.process_time() - cpu)
+                seconds[name].append(clock() - start)
     finally:
         for algo in algos.values():
             algo.stop()
-    n_agents, batch = n_agents_of(configs["fups"]), configs["fups"].train_batch_size
-    print(f"\n{env}: {n_agents} agents, {batch} env steps/iteration in sample() calls of "
-          f"{configs['fups'].rollout_fragment_length}, episodes of {args.max_cycles} steps, fcnet_hiddens "
-          f"{list(args.hiddens)}, {args.iters} timed iterations each")
-    for strategy, note in notes.items():
-        if strategy != "masks":
-            print(f"  {strategy}: {note}")
-    if "masks" in notes:
-        print("  " + notes["masks"].replace("\n", "\n  "))
-    print(f"  {'strategy':12s} {'wall s/iter':>11s} {'(min-max)':>13s} {'CPU s/iter':>10s} "
-          f"{'agent steps/s':>13s} {'speed vs fups: wall':>19s} {'CPU':>6s}")
-    for name, t in times.items():
-        wall = statistics.mean(t["wall"])
-        print(f"  {name:12s} {wall:11.2f} {min(t['wall']):6.2f}-{max(t['wall']):<6.2f} "
-              f"{statistics.mean(t['cpu']):10.2f} {n_agents * batch / wall:13.0f} "
-              f"{speed(times, name, 'wall'):18.2f}x {speed(times, name, 'cpu'):5.2f}x")
-    return times
+    return seconds
 
 
-def speed(times: dict[str, dict[str, list[float]]], name: str, clock: str) -> float:
-    """fups time / `name` time, the median over rounds (each round ran every strategy once, so a
-    pair saw about the same load)."""
-    return statistics.median(f / x for f, x in zip(times["fups"][clock], times[name][clock]))
+def measure_tuned(args: argparse.Namespace) -> dict[str, float]:
+    """Median wall seconds per iteration of the tuned configs (see the module docstring)."""
+    seconds = {}
+    for strategy in ("fups", "seps"):
+        seconds.update(time_alternating({f"{strategy}/{e}": tuned_config(strategy, e) for e in EXECUTIONS},
+                                        args.rounds))
+        print(f"  tuned BPS(1) {strategy} done", flush=True)
+    seconds.update(time_alternating({f"bps_200 {s}/fast": tuned_config(s, "fast", "bps_200")
+                                     for s in ("fups", "nops")}, args.rounds))
+    return {name: statistics.median(s) for name, s in seconds.items()}
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def print_tuned(times: dict[str, float]) -> None:
+    print("\nTuned BPS(1) configs as they are (PPO, 2000 env steps per iteration, one remote EnvRunner, "
+          "fcnet_hiddens [64, 64]): wall seconds per iteration")
+    for strategy in ("fups", "seps"):
+        fast, modules = times[f"{strategy}/fast"], times[f"{strategy}/modules"]
+        print(f"  {strategy:5s} fast {fast:6.2f} s, modules {modules:6.2f} s: fast is {modules / fast:.1f}x faster")
+    fups, nops = times["bps_200 fups/fast"], times["bps_200 nops/fast"]
+    print(f"  200-agent BPS, same settings, fast execution: fups {fups:.2f} s, nops {nops:.2f} s "
+          f"(nops / fups = {nops / fups:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.torch_threads)
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    import ray
+
+    import rllib_seps.envs  # noqa: F401  (registers the environments)
+
+    torch.set_num_threads(1)
     start = time.perf_counter()
-    speeds = {}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for env in args.envs:
-            times = measure(env, args)
-            speeds[env] = {name: (speed(times, name, "wall"), speed(times, name, "cpu")) for name in times}
+        sampling = {env: measure_sampling(env, args) for env in args.envs} if "sampling" in args.sections else {}
+        iterations = ({env: measure_iterations(env, args) for env in args.envs}
+                      if "iterations" in args.sections else {})
+        tuned = measure_tuned(args) if "tuned" in args.sections else {}
     finally:
         ray.shutdown()
-    print("\nspeed relative to fups, wall-clock (CPU), median of rounds; target for adaps >= 0.9 (a "
-          "published comparison measured 0.61):")
-    for env, by_name in speeds.items():
-        print(f"  {env:8s} " + ", ".join(f"{name} {wall:.2f}x ({cpu:.2f}x)"
-                                         for name, (wall, cpu) in by_name.items() if name != "fups"))
-    print(f"total {time.perf_counter() - start:.0f}s")
-    print("reproduce: .venv/bin/python benchmarks/throughput.py "
+    for env, rates in sampling.items():
+        print_sampling(env, rates, args)
+    for env, rates in iterations.items():
+        print_iterations(env, rates, args)
+    if tuned:
+        print_tuned(tuned)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; reproduce: .venv/bin/python benchmarks/throughput.py "
           + shlex.join(argv if argv is not None else sys.argv[1:]))
-    return speeds
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

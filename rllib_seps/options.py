@@ -10,6 +10,7 @@ from typing import Any, Literal, Mapping
 
 Strategy = Literal["nops", "fups", "fups_id", "seps", "adaps"]
 STRATEGIES: tuple[str, ...] = ("nops", "fups", "fups_id", "seps", "adaps")
+EXECUTIONS: tuple[str, ...] = ("auto", "fast", "modules")
 # Algorithms that train several modules on RLlib's new API stack with every strategy (each one
 # trained end to end in tests/test_adoption.py): the shared module is an actor-critic.
 MULTI_AGENT_ALGORITHMS: tuple[str, ...] = ("PPO", "APPO", "IMPALA")
@@ -148,6 +149,13 @@ class SePSOptions:
     measured the same as all layers (see adaps_drop_threshold); "all" gives each cluster its own
     units throughout, as in the paper's sub-networks; a masked layer costs one row gather and one
     multiply in the batched forward pass."""
+    execution: Literal["auto", "fast", "modules"] = "modules"
+    """How the agents run: "modules" (RLlib's multi-agent path: one RLModule per module of the
+    plan), "fast" (one module holds every module's parameters as a group; all agents of several
+    env copies are sampled as one batch and each group is trained as its own module would be: see
+    rllib_seps/rllib/fast), or "auto" (fast where it applies, else modules, saying why in the log).
+    Fast execution does not apply, for example, to image observations, turn-based envs, user
+    connectors or per-episode callbacks; "fast" raises there, naming the reason."""
     progress: bool = True
     """Show progress bars for rollouts and encoder training."""
     report_dir: str | None = None
@@ -186,6 +194,7 @@ class SePSOptions:
         _check(self.k_criterion in ("finest", "silhouette", "davies_bouldin"), "k_criterion",
                self.k_criterion, 'must be "finest", "silhouette" or "davies_bouldin"')
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"must be one of {STRATEGIES}")
+        _check(self.execution in EXECUTIONS, "execution", self.execution, f"must be one of {EXECUTIONS}")
         _check(isinstance(self.adaps_drop_threshold, (int, float)) and 0 < self.adaps_drop_threshold < 1,
                "adaps_drop_threshold", self.adaps_drop_threshold, "must lie in (0, 1); 0.5 keeps about half "
                "of the hidden units per cluster")

@@ -66,7 +66,7 @@ def test_padded_observations_lie_in_the_module_space(strategy):
     for agent, obs in out.items():
         assert module_space.contains(obs), agent
         own = plan.agents[agent]
-        parts[agent], mask, cluster = module.layout.unpack(obs)
+        parts[agent], mask, cluster, _ = module.layout.unpack(obs)
         np.testing.assert_array_equal(mask, sp.action_mask(own.action_space, ACT["leader"]))
         assert cluster is None
         expected = sp.pad_observation(raw[agent], own.observation_space, module.layout.observation_space)

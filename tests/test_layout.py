@@ -21,20 +21,22 @@ ACTIONS = {
 }
 
 
-def layout_of(observations, actions, *, indication=None, n_clusters=0) -> InputLayout:
+def layout_of(observations, actions, *, indication=None, n_clusters=0, n_groups=0) -> InputLayout:
     return InputLayout(sp.padded_observation_space(observations), sp.padded_action_space(actions),
-                       indication=indication, n_indicators=2 if indication else 0, n_clusters=n_clusters)
+                       indication=indication, n_indicators=2 if indication else 0, n_clusters=n_clusters,
+                       n_groups=n_groups)
 
 
 @pytest.mark.parametrize("observations", [VECTORS, IMAGES, DICTS], ids=["vector", "image", "dict"])
 @pytest.mark.parametrize("action_kind", list(ACTIONS))
 @pytest.mark.parametrize("indicated", [False, True], ids=["plain", "indicated"])
-@pytest.mark.parametrize("n_clusters", [0, 3], ids=["no_cluster", "adaps"])
-def test_pack_then_unpack_gives_back_every_part(observations, action_kind, indicated, n_clusters):
+@pytest.mark.parametrize("n_clusters, n_groups", [(0, 0), (3, 0), (0, 4), (3, 4)],
+                         ids=["no_cluster", "adaps", "grouped", "adaps_grouped"])
+def test_pack_then_unpack_gives_back_every_part(observations, action_kind, indicated, n_clusters, n_groups):
     image = observations is IMAGES
     method = ("binary" if image else "one_hot") if indicated else None
     actions = ACTIONS[action_kind]
-    layout = layout_of(observations, actions, indication=method, n_clusters=n_clusters)
+    layout = layout_of(observations, actions, indication=method, n_clusters=n_clusters, n_groups=n_groups)
     for index, agent in enumerate(sorted(observations)):
         own = observations[agent]
         own.seed(index)
@@ -42,14 +44,16 @@ def test_pack_then_unpack_gives_back_every_part(observations, action_kind, indic
         stacked = ({k: np.stack([r[k] for r in raw]) for k in own.spaces} if isinstance(own, Dict)
                    else np.stack(raw))
         cluster = index + 1 if n_clusters else None
-        code = layout.agent_code(actions[agent], indicator=index if indicated else None, cluster=cluster)
+        group = 3 - index if n_groups else None
+        code = layout.agent_code(actions[agent], indicator=index if indicated else None, cluster=cluster,
+                                 group=group)
         packed = layout.pack(stacked, own, layout.codes([code] * 4))
         rows = ([{k: v[i] for k, v in packed.items()} for i in range(4)] if image else list(packed))
         assert all(layout.space.contains(row) for row in rows)
 
         for batch in (packed, (({k: torch.as_tensor(v) for k, v in packed.items()}) if image
                                else torch.as_tensor(packed))):
-            obs, mask, got_cluster = layout.unpack(batch)
+            obs, mask, got_cluster, got_group = layout.unpack(batch)
             expected = sp.pad_observation(stacked, own, layout.observation_space)
             if indicated:
                 expected = (sp.indicate_image(expected, layout.observation_space, index, method, 2) if image
@@ -57,10 +61,11 @@ def test_pack_then_unpack_gives_back_every_part(observations, action_kind, indic
             np.testing.assert_array_equal(np.asarray(obs), expected.reshape(np.shape(obs)))
             np.testing.assert_array_equal(np.asarray(mask), np.tile(sp.action_mask(actions[agent],
                                                                                    layout.action_space), (4, 1)))
-            if n_clusters:
-                np.testing.assert_array_equal(np.asarray(got_cluster), [cluster] * 4)
-            else:
-                assert got_cluster is None
+            for got, expected_index in ((got_cluster, cluster), (got_group, group)):
+                if expected_index is None:
+                    assert got is None
+                else:
+                    np.testing.assert_array_equal(np.asarray(got), [expected_index] * 4)
 
 
 def test_agent_codes_are_checked_against_the_layout():
@@ -71,3 +76,8 @@ def test_agent_codes_are_checked_against_the_layout():
         layout.agent_code(Discrete(3), cluster=2)
     with pytest.raises(ValueError, match="does not fit padded_space"):
         layout.agent_code(Discrete(9), cluster=0)
+    grouped = layout_of(VECTORS, ACTIONS["discrete"], n_groups=3)
+    with pytest.raises(ValueError, match="with 3 groups got group None"):
+        grouped.agent_code(Discrete(3))
+    with pytest.raises(ValueError, match=r"Group 3 outside 0..2"):
+        grouped.agent_code(Discrete(3), group=3)

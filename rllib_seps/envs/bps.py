@@ -77,31 +77,8 @@ class BlindParticleSpread(TypedParallelEnv):
         self._t = 0
 
     def reset(self, seed: int | None = None, options: dict | None = None):
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        n = len(self.possible_agents)
-        self.agents = list(self.possible_agents)
-        self._t = 0
-        self.pos = self._rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32)
-        self.vel = np.zeros((n, 2), np.float32)
-        self.landmarks = self._rng.uniform(-3.0, 3.0, (self.n_colours, 2)).astype(np.float32)
-        obs = self._observe()
-        return self._per_agent(obs), {a: {} for a in self.agents}
-
-    def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Steps all agents at once from an integer array in agent order.
-
-        Returns:
-            Observations ``(n_agents, obs_dim)``, rewards ``(n_agents,)`` and whether the
-            episode is over (time limit).
-        """
-        force = _MOVES[actions] * _SENSITIVITY
-        self.vel = self.vel * (1.0 - _DAMPING) + force * _DT
-        self.pos = self.pos + self.vel * _DT
-        self._t += 1
-        own_landmark = self.landmarks[self.colours]
-        rewards = -0.5 * np.linalg.norm(self.pos - own_landmark, axis=1)
-        return self._observe(), rewards.astype(np.float32), self._t >= self.max_cycles
+        self._start(seed)
+        return self._per_agent(self._observe()), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
         missing = [a for a in self.agents if a not in actions]
@@ -111,10 +88,10 @@ class BlindParticleSpread(TypedParallelEnv):
         if act.min() < 0 or act.max() >= len(_MOVES):
             bad = {a: actions[a] for a in self.possible_agents if not 0 <= int(actions[a]) < len(_MOVES)}
             raise ValueError(f"Actions out of range Discrete({len(_MOVES)}): {bad}.")
-        obs, rewards, done = self.step_arrays(act)
+        rewards, done = self._move(act)
         agents = self.agents
         out = (
-            self._per_agent(obs),
+            self._per_agent(self._observe()),
             dict(zip(agents, rewards.tolist())),
             {a: False for a in agents},
             {a: done for a in agents},
@@ -123,6 +100,52 @@ class BlindParticleSpread(TypedParallelEnv):
         if done:
             self.agents = []
         return out
+
+    # The array API (used by fast execution, see rllib_seps.rllib.fast.arrays): every agent at once,
+    # as arrays in possible_agents order, no dicts and no checks.
+
+    def reset_arrays(self, seed: int | None = None) -> np.ndarray:
+        """Resets; returns every agent's observation, ``(n_agents, *obs_shape)``."""
+        self._start(seed)
+        return self.array_observations(self._observe())
+
+    def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+        """Steps all agents from ``(n_agents,)`` integer actions.
+
+        Returns:
+            Observations ``(n_agents, *obs_shape)``, rewards ``(n_agents,)`` float32, whether the
+            episode terminated (never) and whether it was truncated (time limit), for all agents.
+        """
+        rewards, done = self._move(actions)
+        return self.array_observations(self._observe()), rewards, False, done
+
+    def array_observations(self, base_obs: np.ndarray) -> np.ndarray:
+        """Every agent's observation as one array, from the standard BPS observations.
+
+        Raises:
+            ValueError: In subclasses whose agents' observations differ in shape.
+        """
+        return base_obs
+
+    def _start(self, seed: int | None) -> None:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        n = len(self.possible_agents)
+        self.agents = list(self.possible_agents)
+        self._t = 0
+        self.pos = self._rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32)
+        self.vel = np.zeros((n, 2), np.float32)
+        self.landmarks = self._rng.uniform(-3.0, 3.0, (self.n_colours, 2)).astype(np.float32)
+
+    def _move(self, actions: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Applies ``(n_agents,)`` integer actions; returns the rewards and whether time is up."""
+        force = _MOVES[actions] * _SENSITIVITY
+        self.vel = self.vel * (1.0 - _DAMPING) + force * _DT
+        self.pos = self.pos + self.vel * _DT
+        self._t += 1
+        own_landmark = self.landmarks[self.colours]
+        rewards = -0.5 * np.linalg.norm(self.pos - own_landmark, axis=1)
+        return rewards.astype(np.float32), self._t >= self.max_cycles
 
     def _observe(self) -> np.ndarray:
         rel = (self.landmarks[None, :, :] - self.pos[:, None, :]).reshape(len(self.pos), -1)

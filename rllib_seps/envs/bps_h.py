@@ -110,9 +110,10 @@ class BlindParticleSpreadH(BlindParticleSpread):
     """PettingZoo ParallelEnv of BPS-h: BPS with one observation space per colour group.
 
     Agent ids, colours (contiguous blocks), actions (``Discrete(5)``), rewards and seeding are those
-    of :class:`BlindParticleSpread`. :meth:`step_arrays` still returns the *standard* BPS
-    observation array (one shape for all agents); :meth:`observe_groups` turns it into the per-group
-    observations that :meth:`reset` and :meth:`step` return.
+    of :class:`BlindParticleSpread`. :meth:`observe_groups` turns the standard BPS observations into
+    the per-group observations that :meth:`reset` and :meth:`step` return; the array API
+    (:meth:`reset_arrays`, :meth:`step_arrays`) serves the ``"permutation"`` variant, whose groups
+    share one observation shape.
 
     Args:
         agents_per_colour: Number of agents of each colour (= observation group).
@@ -161,6 +162,17 @@ class BlindParticleSpreadH(BlindParticleSpread):
         if self.variant == "sensors":
             return [sensor_observation(base_obs[s], d) for s, d in zip(self._group_slices, self._directions)]
         return [base_obs[s][:, p] for s, p in zip(self._group_slices, self.permutations)]
+
+    def array_observations(self, base_obs: np.ndarray) -> np.ndarray:
+        """Every agent's observation as one array (``"permutation"`` variant only).
+
+        Raises:
+            ValueError: For the ``"sensors"`` variant, whose groups' observations differ in size.
+        """
+        if self.variant != "permutation":
+            raise ValueError(f"BPS-h {self.variant!r} observations differ in size between groups "
+                             f"{self.group_obs_dims}; they cannot form one array.")
+        return np.concatenate(self.observe_groups(base_obs), axis=0)
 
     def _per_agent(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         agents = self.possible_agents

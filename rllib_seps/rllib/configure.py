@@ -211,16 +211,26 @@ def raise_on_unmapped_agents(*, algorithm: Any, **kwargs: Any) -> None:
         "every EnvRunner, whatever its env_config), then build the config again.")
 
 
-def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> AlgorithmConfig:
+def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None,
+               execution: str = "modules") -> AlgorithmConfig:
     """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``, with a
     learner that cannot hang when one of several learners gets no rows of a module
     (:func:`rllib_seps.rllib.learners.sync_every_module`).
 
     Also adds :func:`raise_on_unmapped_agents` to the config's ``on_train_result`` callbacks.
 
+    Args:
+        execution: ``"modules"``, ``"fast"`` or ``"auto"``: see :attr:`SePSOptions.execution`.
+
     Raises:
-        ValueError: If the config's model_config has settings a shared module would not honour.
+        ValueError: If the config's model_config has settings a shared module would not honour,
+            or ``execution="fast"`` does not apply.
     """
+    from rllib_seps.rllib.fast.execution import apply_execution
+
+    fast = apply_execution(config, plan, model_config, execution)
+    if fast is not None:
+        return fast
     config = sync_every_module(config.copy(copy_frozen=False))
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
@@ -322,7 +332,7 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
     plan = build_plan(options.strategy, obs_spaces, act_spaces,
                       labels=None if result is None else result.labels, centres=centres,
                       default_reads=default_module_reads({**config.model_config, **model_config}))
-    shared = apply_plan(config, plan, model_config)
+    shared = apply_plan(config, plan, model_config, options.execution)
     shared.update_from_dict({OPTIONS_KEY: options.to_dict()})
     if result is not None:
         publish_report(result, options.report_dir or default_report_dir)

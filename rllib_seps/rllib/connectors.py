@@ -162,6 +162,17 @@ class PadObservations(MultiAgentObservationPreprocessor):
         return batch
 
 
+def env_box_actions(actions: np.ndarray, own_space: gym.spaces.Box, normalize_actions: bool) -> np.ndarray:
+    """Padded Box actions `(B, D_padded)` as the environment should get them: the agents' own
+    dimensions unsquashed from [-1, 1] to their bounds (if ``normalize_actions``, where bounded)
+    and always clipped to them, with RLlib's functions; the padded dimensions are left alone."""
+    out = np.array(actions, dtype=np.float64, copy=True)
+    d = own_space.shape[0]
+    own = unsquash_action(out[:, :d], own_space) if normalize_actions else out[:, :d]
+    out[:, :d] = clip_action(own, own_space)
+    return out
+
+
 class _ActionGroup(NamedTuple):
     """Agents of one shared module with one own action space."""
 
@@ -222,15 +233,6 @@ class UnpadActions(ConnectorV2):
         _check_own_spaces(self.plan, input_action_space, "action")
         return input_action_space
 
-    def _env_box_actions(self, group: _ActionGroup, actions: np.ndarray) -> np.ndarray:
-        """Box actions `(B, D_padded)`: the agent's own dimensions unsquashed (if
-        ``normalize_actions``) and always clipped to its bounds, with RLlib's functions."""
-        out = np.array(actions, dtype=np.float64, copy=True)
-        d = group.own.shape[0]
-        own = unsquash_action(out[:, :d], group.own) if self.normalize_actions else out[:, :d]
-        out[:, :d] = clip_action(own, group.own)
-        return out
-
     def _plain_action(self, action: Any, agent: Any) -> Any:
         """What RLlib's NormalizeAndClipActions would send for an agent of a plain module."""
         if not (self.normalize_actions or self.clip_actions):
@@ -244,7 +246,7 @@ class UnpadActions(ConnectorV2):
     def _unpad(self, group: _ActionGroup, keys: list[tuple], actions: dict) -> np.ndarray:
         stacked = np.array([a for key in keys for a in actions[key]])
         if isinstance(group.own, gym.spaces.Box):
-            stacked = self._env_box_actions(group, stacked)
+            stacked = env_box_actions(stacked, group.own, self.normalize_actions)
         try:
             return sp.unpad_action(stacked, group.own, group.padded)
         except (TypeError, ValueError) as error:

@@ -101,3 +101,60 @@ def checkpoint_config(path: str) -> tuple[type, Any]:
         raise ValueError(f"{path} is a checkpoint of {algo_class}, not of an RLlib algorithm.")
     # Algorithm.get_ctor_args_and_kwargs() saves ((config.get_state(),), {}).
     return algo_class, AlgorithmConfig.from_state(ctor["ctor_args_and_kwargs"][0][0])
+def custom_connectors(config: Any) -> list[str]:
+    """The connector pipelines of ``config`` that the user set (env-to-module, module-to-env,
+    learner), by name.
+
+    Why private: ``AlgorithmConfig`` stores the user's connector factories in
+    ``_env_to_module_connector``, ``_module_to_env_connector`` and ``_learner_connector`` and offers
+    only builders that call them (with an env or spaces); fast execution must know, before
+    anything is built, whether a user's connector would be skipped by its EnvRunner.
+    """
+    names = ("env_to_module_connector", "module_to_env_connector", "learner_connector")
+    return [name for name in names if getattr(config, f"_{name}") is not None]
+
+
+def replace_learner_connector_piece(learner: Any, name: str, piece: Any) -> None:
+    """Puts ``piece`` in the place of the piece called ``name`` in a Learner's connector pipeline.
+
+    Why private: a Learner subclass adds its pieces to ``Learner._learner_connector`` in
+    ``build()`` (as RLlib's own PPOLearner does); there is no public handle on the pipeline.
+
+    Raises:
+        ValueError: If the pipeline has no piece called ``name``.
+    """
+    pipeline = learner._learner_connector
+    if pipeline is None:  # aggregator actors run the connectors, not the Learner
+        raise ValueError(f"{type(learner).__name__} has no learner connector pipeline; fast execution needs "
+                         "one. Fix: keep num_aggregator_actors_per_learner=0.")
+    if name not in [type(p).__name__ for p in pipeline.connectors]:
+        raise ValueError(f"Learner connector pipeline has no piece {name!r}: {pipeline}.")
+    pipeline.insert_after(name, piece)
+    pipeline.remove(name)
+
+
+class MinibatchIteratorHook:
+    """Learner mixin: its minibatches come from ``self.minibatches(batch, ...)``.
+
+    Why private: ``Learner.update`` picks its minibatch iterator in the private
+    ``_create_iterator_if_necessary`` and offers no public hook. A grouped module needs every
+    minibatch to hold ``minibatch_size`` rows of every group, as RLlib's own iterator gives every
+    module of a MultiRLModule; RLlib's iterator cuts the train batch without regard to groups. The
+    train batch is taken from RLlib's iterator (``MiniBatchCyclicIterator._batch``), so that
+    RLlib keeps building it (learner connector, module filter, slicing flags).
+    """
+
+    def minibatches(self, batch: Any, *, num_epochs: int, minibatch_size: int | None, shuffle: bool,
+                    num_total_minibatches: int) -> Any:
+        raise NotImplementedError
+
+    def _create_iterator_if_necessary(self, **kwargs: Any) -> Any:
+        from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
+
+        iterator = super()._create_iterator_if_necessary(**kwargs)
+        if not isinstance(iterator, MiniBatchCyclicIterator):
+            return iterator  # the whole batch once (every group whole), Ray Data, or nothing
+        return self.minibatches(
+            iterator._batch, num_epochs=kwargs.get("num_epochs", 1), minibatch_size=kwargs.get("minibatch_size"),
+            shuffle=bool(kwargs.get("shuffle_batch_per_epoch")) and kwargs.get("num_epochs", 1) > 1,
+            num_total_minibatches=kwargs.get("num_total_minibatches", 0))

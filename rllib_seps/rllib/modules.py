@@ -7,7 +7,7 @@ A shared module reads the input its :class:`rllib_seps.sharing.layout.InputLayou
 model_config (:data:`LAYOUT_KEY`), so connector and module take the input apart the same way.
 :class:`SharedActorCriticModule` serves PPO and IMPALA (``ValueFunctionAPI``) and APPO
 (``TargetNetworkAPI``). Every forward pass (inference, exploration, training, target) masks the
-action distribution inputs in one place, :meth:`SharedActorCriticModule._policy_inputs`:
+action distribution inputs in one place, :meth:`SharedActorCriticModule._masked`:
 
 - Discrete / MultiDiscrete: ``logits + clamp(log(mask), min=FLOAT_MIN)`` (as RLlib's
   ``action_masking_rlm.py``), so a padded action has probability zero when sampling, when acting
@@ -19,6 +19,12 @@ action distribution inputs in one place, :meth:`SharedActorCriticModule._policy_
 Network input sizes come from the layout: the MLP input is the size of the indicated
 observation; an (H, W, C) image gets a CNN in front of the MLP, its flat size found by a dummy
 forward pass.
+
+A layout with groups (``n_groups`` > 0, fast execution: see :mod:`rllib_seps.sharing.groups`) makes
+the module *grouped*: every dense layer holds one set of weights per group (:class:`GroupedLinear`,
+``(G, in, out)``), and a batch is laid out by group (:class:`RowGroups`) so that each layer is one
+batched matrix product over all groups. A group's outputs depend only on its own parameters, so
+each group is trained by its own agents' samples only.
 """
 
 from __future__ import annotations
@@ -80,9 +86,13 @@ def default_conv_filters(image_shape: Sequence[int]) -> tuple[tuple[int, int, in
 
 LAYOUT_KEY = "seps_input_layout"
 """model_config key of a shared module's :class:`InputLayout` (set by :func:`padded_module_spec`)."""
+GROUPED_PLAN_KEY = "seps_grouped_plan"
+"""model_config key of a grouped module's :class:`rllib_seps.sharing.groups.GroupedPlan`: the module
+reads only its layout (under :data:`LAYOUT_KEY`); the fast EnvRunner and learner read the plan."""
 MODEL_CONFIG_KEYS = ("fcnet_hiddens", "fcnet_activation", "conv_filters", "conv_activation",
-                     "vf_share_layers", LAYOUT_KEY, *adaps.MODEL_CONFIG_KEYS)
+                     "vf_share_layers", LAYOUT_KEY, GROUPED_PLAN_KEY, *adaps.MODEL_CONFIG_KEYS)
 """The model_config keys :class:`SharedActorCriticModule` reads."""
+_INTERNAL_KEYS = (LAYOUT_KEY, GROUPED_PLAN_KEY)  # set by this package, never by users
 
 
 def _rllib_default(field: dataclasses.Field) -> Any:
@@ -112,7 +122,7 @@ def check_model_config(model_config: dict) -> None:
             raise ValueError(
                 f"model_config {key}={value!r} is not supported by the shared module that serves "
                 f"agents with padding, indication or AdaPS masks (SharedActorCriticModule), which "
-                f"reads only {', '.join(k for k in MODEL_CONFIG_KEYS if k != LAYOUT_KEY)}. Fix: "
+                f"reads only {', '.join(k for k in MODEL_CONFIG_KEYS if k not in _INTERNAL_KEYS)}. Fix: "
                 f"remove {key!r}, or use a strategy and clusters whose agents need no padding.")
 
 
@@ -159,6 +169,86 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+class GroupedLinear(nn.Module):
+    """``n_groups`` dense layers applied at once to inputs laid out by group.
+
+    Each group is initialised exactly as an ``nn.Linear(in_features, out_features)`` would be
+    (:meth:`reset_group`: same draws, in the same order).
+
+    Args:
+        n_groups: Number of groups G.
+        in_features: Input features.
+        out_features: Output features.
+    """
+
+    def __init__(self, n_groups: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = nn.Parameter(torch.empty(n_groups, self.in_features, self.out_features))
+        self.bias = nn.Parameter(torch.empty(n_groups, 1, self.out_features))
+        for group in range(n_groups):
+            self.reset_group(group)
+
+    @torch.no_grad()
+    def reset_group(self, group: int) -> None:
+        """Draws group ``group``'s weights and bias as ``nn.Linear.reset_parameters`` does."""
+        weight = torch.empty(self.out_features, self.in_features)
+        nn.init.kaiming_uniform_(weight, a=np.sqrt(5))
+        bound = 1.0 / np.sqrt(self.in_features)
+        self.weight[group] = weight.T
+        self.bias[group, 0] = torch.empty(self.out_features).uniform_(-bound, bound)
+
+    @override(nn.Module)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`(G, M, in_features)` -> `(G, M, out_features)`: group g's rows through group g's layer."""
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class RowGroups:
+    """The rows of a batch laid out by group, `(B, ...)` <-> `(G, M, ...)`.
+
+    M is the row count of the largest group; smaller groups are padded with zero rows, whose
+    outputs :meth:`from_groups` drops. Rows already sorted by group with equal counts (the fast
+    learner's minibatches, the fast EnvRunner's batches of equal groups) are a free reshape.
+
+    Args:
+        group: `(B,)` group index of each row (any numeric dtype holding integers).
+        n_groups: Number of groups G.
+    """
+
+    def __init__(self, group: torch.Tensor, n_groups: int) -> None:
+        self.n_groups, self.n_rows = n_groups, len(group)
+        self.size = len(group)
+        self.index: tuple[torch.Tensor, torch.Tensor] | None = None  # (group, position) of each row
+        if n_groups == 1:
+            return
+        group = group.long()
+        counts = torch.bincount(group, minlength=n_groups)
+        self.size = int(counts.max()) if len(group) else 0
+        if n_groups * self.size != len(group) or not bool((group[1:] >= group[:-1]).all()):
+            order = torch.argsort(group, stable=True)
+            position = torch.empty_like(group)
+            position[order] = torch.arange(len(group)) - (torch.cumsum(counts, 0) - counts)[group[order]]
+            self.index = (group, position)
+
+    def to_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, ...)` -> `(G, M, ...)`."""
+        if self.index is None:
+            return x.reshape(self.n_groups, self.size, *x.shape[1:])
+        return x.new_zeros(self.n_groups, self.size, *x.shape[1:]).index_put(self.index, x)
+
+    def from_groups(self, y: torch.Tensor) -> torch.Tensor:
+        """`(G, M, ...)` -> `(B, ...)`, in the batch's row order."""
+        if self.index is None:
+            return y.reshape(self.n_rows, *y.shape[2:])
+        return y[self.index]
+
+
+def _dense(n_groups: int, in_features: int, out_features: int) -> nn.Module:
+    """A dense layer: ``nn.Linear`` over rows, or :class:`GroupedLinear` over rows laid out by group."""
+    return GroupedLinear(n_groups, in_features, out_features) if n_groups else nn.Linear(in_features, out_features)
+
+
 class MaskableMLP(nn.Module):
     """Dense layers (kept in an ``nn.ModuleList``), each followed by the activation.
 
@@ -172,12 +262,14 @@ class MaskableMLP(nn.Module):
         in_size: Input features.
         hiddens: Width of each layer.
         activation: RLlib activation name.
+        n_groups: 0 for one set of weights over `(B, in_size)` rows; G for :class:`GroupedLinear`
+            layers over `(G, M, in_size)` rows laid out by group.
     """
 
-    def __init__(self, in_size: int, hiddens: Sequence[int], activation: Any) -> None:
+    def __init__(self, in_size: int, hiddens: Sequence[int], activation: Any, n_groups: int = 0) -> None:
         super().__init__()
         sizes = [int(in_size), *(int(h) for h in hiddens)]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(_dense(n_groups, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.activation = _activation(activation)
         self.out_size = sizes[-1]
         self._mask_names: tuple[str | None, ...] = (None,) * len(self.layers)
@@ -205,7 +297,8 @@ class MaskableMLP(nn.Module):
 
         Args:
             layer: Index into :attr:`layers`.
-            cluster: `(B,)` int64 cluster of each sample, or None without AdaPS.
+            cluster: `(B,)` (or `(G, M)` laid out by group) cluster of each sample, or None
+                without AdaPS.
         """
         name = self._mask_names[layer]
         if name is None or cluster is None:
@@ -265,17 +358,24 @@ class ConvStack(nn.Module):
 class Body(nn.Module):
     """Observation -> features: an MLP, with a CNN in front for (H, W, C) images.
 
-    Vectors and matrices are flattened. Images with finite bounds are scaled to [0, 1] with
-    the space's elementwise bounds (uint8 pixels and the indicator planes alike).
+    Vectors arrive flat (the layout flattens them). Images with finite bounds are scaled to
+    [0, 1] with the space's elementwise bounds (uint8 pixels and the indicator planes alike).
 
     Args:
         obs_space: The Box of the padded (indicated) observations.
         model_config: See :func:`padded_module_spec`.
+        n_groups: Groups of a grouped MLP (see :class:`MaskableMLP`); vectors only.
+
+    Raises:
+        ValueError: For a grouped body over images.
     """
 
-    def __init__(self, obs_space: gym.spaces.Box, model_config: dict) -> None:
+    def __init__(self, obs_space: gym.spaces.Box, model_config: dict, n_groups: int = 0) -> None:
         super().__init__()
         self.is_image = len(obs_space.shape) == 3
+        if self.is_image and n_groups:
+            raise ValueError("A grouped module (fast execution) takes vector observations only; got images "
+                             f"of shape {obs_space.shape}. Fix: use execution='modules'.")
         if self.is_image:
             filters = model_config.get("conv_filters") or default_conv_filters(obs_space.shape)
             self.conv = ConvStack(obs_space.shape, filters, model_config.get("conv_activation", "relu"))
@@ -292,7 +392,8 @@ class Body(nn.Module):
             self.conv = None
             in_size = int(np.prod(obs_space.shape))
         hiddens = model_config.get("fcnet_hiddens") or DEFAULT_HIDDENS
-        self.mlp = MaskableMLP(in_size, hiddens, model_config.get("fcnet_activation", DEFAULT_ACTIVATION))
+        self.mlp = MaskableMLP(in_size, hiddens, model_config.get("fcnet_activation", DEFAULT_ACTIVATION),
+                               n_groups)
         self.out_size = self.mlp.out_size
 
     @override(nn.Module)
@@ -301,21 +402,20 @@ class Body(nn.Module):
         if self.conv is not None:
             x = ((x - self.obs_low) * self.obs_scale).permute(0, 3, 1, 2)
             x = self.conv(x)
-        else:
-            x = x.reshape(x.shape[0], -1)
         return self.mlp(x, cluster)
 
 
 class GaussianHead(nn.Module):
-    """Diagonal Gaussian inputs `(B, 2 * D)` = [mean, log_std]; log_std is state-independent.
+    """Diagonal Gaussian inputs `(..., 2 * D)` = [mean, log_std]; log_std is state-independent
+    (one per group in a grouped head).
 
     Dimensions where `mask` is 0 are pinned to N(0, 1), independent of the parameters.
     """
 
-    def __init__(self, in_size: int, dims: int) -> None:
+    def __init__(self, in_size: int, dims: int, n_groups: int = 0) -> None:
         super().__init__()
-        self.mean = nn.Linear(in_size, dims)
-        self.log_std = nn.Parameter(torch.zeros(dims))
+        self.mean = _dense(n_groups, in_size, dims)
+        self.log_std = nn.Parameter(torch.zeros((n_groups, 1, dims) if n_groups else (dims,)))
 
     @override(nn.Module)
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -343,6 +443,10 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
     body unless ``vf_share_layers`` is set (PPO's default is separate: under parameter sharing
     the value of one agent type must not pull the shared policy features), then a value head.
     EnvRunners build it ``inference_only`` (no critic, no target networks).
+
+    Grouped (a layout with G = ``n_groups`` > 0, fast execution): every dense layer of the bodies
+    and heads holds G sets of weights, and each agent's group entry picks its set (see
+    :class:`GroupedLinear` and :class:`RowGroups`); vector observations only.
 
     AdaPS (a layout with K = ``n_clusters`` > 0): every
     hidden layer chosen by ``model_config["adaps_masked_layers"]`` gets one fixed bool mask per
@@ -373,17 +477,21 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
                              "padded_module_spec().")
         check_model_config(config)
         self.layout = layout
-        self.n_mask, self.n_clusters = layout.mask_size, layout.n_clusters
+        self.n_mask, self.n_clusters, self.n_groups = layout.mask_size, layout.n_clusters, layout.n_groups
         obs_space = layout.indicated_space
         self.is_box = isinstance(actions, gym.spaces.Box)
-        self.actor_body = Body(obs_space, config)
-        width = self.actor_body.out_size
-        if self.is_box:
-            self.pi = GaussianHead(width, self.n_mask)
-        else:
-            self.pi = nn.Linear(width, self.n_mask)
-        self.critic_body = None if config.get("vf_share_layers") else Body(obs_space, config)
-        self.vf = nn.Linear(width if self.critic_body is None else self.critic_body.out_size, 1)
+        # Built in the order of RLlib's default PPO module (actor body, critic body, policy head,
+        # value head), so that the same seed gives the same weights.
+        with torch.random.fork_rng(enabled=self.n_groups > 0):  # grouped: drawn below, module by module
+            self.actor_body = Body(obs_space, config, self.n_groups)
+            self.critic_body = None if config.get("vf_share_layers") else Body(obs_space, config, self.n_groups)
+            width = self.actor_body.out_size
+            self.pi = GaussianHead(width, self.n_mask, self.n_groups) if self.is_box else _dense(
+                self.n_groups, width, self.n_mask)
+            self.vf = _dense(self.n_groups, width if self.critic_body is None else self.critic_body.out_size, 1)
+        for group in range(self.n_groups):  # as the plan's modules, one after the other, would draw them
+            for layer in self._dense_layers():
+                layer.reset_group(group)
         self.action_dist_cls = _action_dist_cls(actions)
         if self.n_clusters:
             # AdaPS: one fixed mask per cluster (rllib_seps.sharing.adaps), the same over the actor's and
@@ -394,44 +502,71 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
                 if body is not None:
                     body.mlp.set_cluster_masks(masks)
 
-    def _parts(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(observation, action mask, cluster index or None) of a batch of module inputs."""
-        return self.layout.unpack(obs)
+    def _dense_layers(self) -> list[nn.Module]:
+        """The dense layers, in the order they are built."""
+        bodies = [b for b in (self.actor_body, self.critic_body) if b is not None]
+        head = self.pi.mean if self.is_box else self.pi
+        return [layer for body in bodies for layer in body.mlp.layers] + [head, self.vf]
 
-    def _policy_inputs(self, body: Body, head: nn.Module, obs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked action distribution inputs `(B, n)` and the body's features; every forward
-        path (inference, exploration, train, target) goes through here."""
-        x, mask, cluster = self._parts(obs)
-        features = body(x, cluster)
+    def _parts(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, RowGroups | None]:
+        """(observation, action mask, cluster index or None, row groups or None) of a batch of
+        module inputs; a grouped module's parts come laid out by group."""
+        x, mask, cluster, group = self.layout.unpack(obs)
+        if not self.n_groups:
+            return x, mask, cluster, None
+        groups = RowGroups(group, self.n_groups)
+        return (groups.to_groups(x), groups.to_groups(mask),
+                None if cluster is None else groups.to_groups(cluster), groups)
+
+    @staticmethod
+    def _rows(groups: RowGroups | None, y: torch.Tensor) -> torch.Tensor:
+        """Outputs back in the batch's row order."""
+        return y if groups is None else groups.from_groups(y)
+
+    def _masked(self, head: nn.Module, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked action distribution inputs from a body's features: the one place where every
+        forward path (inference, exploration, train, target) masks them."""
         if self.is_box:
-            return head(features, mask), features
-        return head(features) + torch.clamp(torch.log(mask), min=FLOAT_MIN), features
+            return head(features, mask)
+        return head(features) + torch.clamp(torch.log(mask), min=FLOAT_MIN)
+
+    def _policy_inputs(self, body: Body, head: nn.Module, obs: Any) -> torch.Tensor:
+        """Masked action distribution inputs `(B, n)`."""
+        x, mask, cluster, groups = self._parts(obs)
+        return self._rows(groups, self._masked(head, body(x, cluster), mask))
+
+    def action_dist_inputs(self, obs: Any) -> torch.Tensor:
+        """Masked action distribution inputs `(B, n)` of a batch of module inputs: what inference
+        and exploration return, without RLlib's switch of train/eval mode around every call
+        (the fast EnvRunner calls this at every step, under ``torch.inference_mode``)."""
+        return self._policy_inputs(self.actor_body, self.pi, obs)
 
     @override(TorchRLModule)
     def _forward(self, batch: dict, **kwargs) -> dict:
         """Inference and exploration (RLlib wraps both in ``no_grad``): masked inputs only."""
-        logits, _ = self._policy_inputs(self.actor_body, self.pi, batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: logits}
+        return {Columns.ACTION_DIST_INPUTS: self.action_dist_inputs(batch[Columns.OBS])}
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict, **kwargs) -> dict:
         """Masked action distribution inputs, and the critic's features as embeddings."""
-        obs = batch[Columns.OBS]
-        logits, features = self._policy_inputs(self.actor_body, self.pi, obs)
-        embeddings = features if self.critic_body is None else self._critic_features(obs)
-        return {Columns.ACTION_DIST_INPUTS: logits, Columns.EMBEDDINGS: embeddings}
-
-    def _critic_features(self, obs: Any) -> torch.Tensor:
-        body = self.actor_body if self.critic_body is None else self.critic_body
-        x, _, cluster = self._parts(obs)
-        return body(x, cluster)
+        x, mask, cluster, groups = self._parts(batch[Columns.OBS])
+        features = self.actor_body(x, cluster)
+        logits = self._masked(self.pi, features, mask)
+        if self.critic_body is not None:
+            features = self.critic_body(x, cluster)
+        return {Columns.ACTION_DIST_INPUTS: self._rows(groups, logits),
+                Columns.EMBEDDINGS: self._rows(groups, features)}
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict, embeddings: Any = None) -> torch.Tensor:
         """State values `(B,)`; `embeddings` from :meth:`_forward_train` skip the critic body."""
+        x, _, cluster, groups = self._parts(batch[Columns.OBS])
         if embeddings is None:
-            embeddings = self._critic_features(batch[Columns.OBS])
-        return self.vf(embeddings).squeeze(-1)
+            body = self.actor_body if self.critic_body is None else self.critic_body
+            features = body(x, cluster)
+        else:
+            features = embeddings if groups is None else groups.to_groups(embeddings)
+        return self._rows(groups, self.vf(features)).squeeze(-1)
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
@@ -449,5 +584,5 @@ class SharedActorCriticModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI,
     @override(TargetNetworkAPI)
     def forward_target(self, batch: dict) -> dict:
         """Masked action distribution inputs of the target networks (APPO)."""
-        logits, _ = self._policy_inputs(self._target_actor_body, self._target_pi, batch[Columns.OBS])
+        logits = self._policy_inputs(self._target_actor_body, self._target_pi, batch[Columns.OBS])
         return {TARGET_NETWORK_ACTION_DIST_INPUTS: logits}

@@ -2,13 +2,15 @@
 
 A module that serves agents of different spaces (or needs agent indication, or AdaPS masks) takes
 one input per agent step that carries everything it needs: the agent's padded observation with its
-indicator, a mask over the padded action outputs (1 for the agent's own actions), and for AdaPS
-the agent's cluster.
+indicator, a mask over the padded action outputs (1 for the agent's own actions), for AdaPS the
+agent's cluster, and for a grouped module (fast execution: one module holding the parameters of
+every group of agents) the agent's group.
 
 - Vectors (and matrices, flattened): one float32 vector ``[observation, indicator code, action
-  mask, cluster index]``. One array per step instead of a Dict: RLlib's per-step episode
+  mask, cluster index, group index]``. One array per step instead of a Dict: RLlib's per-step episode
   bookkeeping costs about twice as much for a Dict (see benchmarks/overhead.py).
-- Images ``(H, W, C)``: a Dict ``{"observations": indicated image, "action_mask", ["cluster"]}``
+- Images ``(H, W, C)``: a Dict ``{"observations": indicated image, "action_mask", ["cluster"],
+  ["group"]}``
   (a CNN needs the image's layout, and uint8 pixels stay uint8).
 
 :class:`InputLayout` is the single source of truth for this: the sharing plan declares
@@ -27,7 +29,7 @@ import numpy as np
 
 from rllib_seps.sharing import spaces as sp
 
-OBS_KEY, MASK_KEY, CLUSTER_KEY = "observations", "action_mask", "cluster"  # image inputs' keys
+OBS_KEY, MASK_KEY, CLUSTER_KEY, GROUP_KEY = "observations", "action_mask", "cluster", "group"  # image inputs' keys
 
 
 def mask_size(space: gym.Space) -> int:
@@ -47,11 +49,13 @@ class AgentCode(NamedTuple):
         indicator: The agent's indicator value (index or type), or None without indication.
         action_mask: float32 ``(mask_size,)``, 1 for the agent's own actions.
         cluster: The agent's AdaPS cluster, or None without AdaPS.
+        group: The agent's parameter group in a grouped module, or None without groups.
     """
 
     indicator: int | None
     action_mask: np.ndarray
     cluster: int | None
+    group: int | None = None
 
 
 class Codes(NamedTuple):
@@ -61,12 +65,14 @@ class Codes(NamedTuple):
         indicators: ``(B,)`` int64, or None without indication.
         action_mask: ``(B, mask_size)`` float32.
         cluster: ``(B,)`` int64, or None without AdaPS.
-        tail: Vectors only: ``(B, T)`` float32 ``[indicator code, action mask, cluster]``.
+        group: ``(B,)`` int64, or None without groups.
+        tail: Vectors only: ``(B, T)`` float32 ``[indicator code, action mask, cluster, group]``.
     """
 
     indicators: np.ndarray | None
     action_mask: np.ndarray
     cluster: np.ndarray | None
+    group: np.ndarray | None
     tail: np.ndarray | None
 
 
@@ -77,11 +83,13 @@ class Unpacked(NamedTuple):
         observations: ``(B, D)`` indicated observations (vectors), or ``(B, H, W, C')`` images.
         action_mask: ``(B, mask_size)``.
         cluster: ``(B,)`` cluster indices, or None without AdaPS.
+        group: ``(B,)`` group indices, or None without groups.
     """
 
     observations: Any
     action_mask: Any
     cluster: Any
+    group: Any
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class InputLayout:
             ``IMAGE_METHODS``), or None.
         n_indicators: Number of distinct indicator values (0 without indication).
         n_clusters: Number of AdaPS clusters (0 without AdaPS: no cluster entry).
+        n_groups: Number of parameter groups of a grouped module (0 for a module with one set of
+            parameters: no group entry).
     """
 
     observation_space: gym.spaces.Box
@@ -102,6 +112,7 @@ class InputLayout:
     indication: str | None = None
     n_indicators: int = 0
     n_clusters: int = 0
+    n_groups: int = 0
 
     @property
     def image(self) -> bool:
@@ -131,29 +142,33 @@ class InputLayout:
             parts = {OBS_KEY: self.indicated_space, MASK_KEY: mask}
             if self.n_clusters:
                 parts[CLUSTER_KEY] = gym.spaces.Box(0, self.n_clusters - 1, (), np.int64)
+            if self.n_groups:
+                parts[GROUP_KEY] = gym.spaces.Box(0, self.n_groups - 1, (), np.int64)
             return gym.spaces.Dict(parts)
         obs = self.indicated_space
-        cluster = [self.n_clusters - 1] if self.n_clusters else []
-        low = np.concatenate([obs.low.astype(np.float32), mask.low, np.zeros(len(cluster), np.float32)])
-        high = np.concatenate([obs.high.astype(np.float32), mask.high, np.array(cluster, np.float32)])
+        indices = [n - 1 for n in (self.n_clusters, self.n_groups) if n]  # cluster, group
+        low = np.concatenate([obs.low.astype(np.float32), mask.low, np.zeros(len(indices), np.float32)])
+        high = np.concatenate([obs.high.astype(np.float32), mask.high, np.array(indices, np.float32)])
         return gym.spaces.Box(low, high, dtype=np.float32)
 
     def agent_code(self, own_action_space: gym.Space, *, indicator: int | None = None,
-                   cluster: int | None = None) -> AgentCode:
+                   cluster: int | None = None, group: int | None = None) -> AgentCode:
         """The constant part of one agent's inputs.
 
         Raises:
-            ValueError: If indication (or AdaPS) needs an ``indicator`` (``cluster``) that is
-                missing or out of range, or the agent's action space does not fit.
+            ValueError: If indication (AdaPS, groups) needs an ``indicator`` (``cluster``,
+                ``group``) that is missing or out of range, or the agent's action space does not fit.
         """
         if (indicator is None) != (self.indication is None):
             raise ValueError(f"Layout with indication {self.indication!r} got indicator {indicator!r}.")
-        if (cluster is None) != (self.n_clusters == 0):
-            raise ValueError(f"Layout with {self.n_clusters} AdaPS clusters got cluster {cluster!r}.")
-        if cluster is not None and not 0 <= cluster < self.n_clusters:
-            raise ValueError(f"Cluster {cluster} outside 0..{self.n_clusters - 1}.")
+        for name, value, n in (("cluster", cluster, self.n_clusters), ("group", group, self.n_groups)):
+            if (value is None) != (n == 0):
+                raise ValueError(f"Layout with {n} {'AdaPS clusters' if name == 'cluster' else 'groups'} "
+                                 f"got {name} {value!r}.")
+            if value is not None and not 0 <= value < n:
+                raise ValueError(f"{name.capitalize()} {value} outside 0..{n - 1}.")
         mask = sp.action_mask(own_action_space, self.action_space).astype(np.float32)
-        return AgentCode(indicator, mask, cluster)
+        return AgentCode(indicator, mask, cluster, group)
 
     def codes(self, agent_codes: Sequence[AgentCode]) -> Codes:
         """The codes of a batch of agents, stacked (compute once per set of agents, reuse)."""
@@ -161,17 +176,18 @@ class InputLayout:
                       else np.array([c.indicator for c in agent_codes], np.int64))
         masks = np.stack([c.action_mask for c in agent_codes]).astype(np.float32)
         cluster = None if not self.n_clusters else np.array([c.cluster for c in agent_codes], np.int64)
+        group = None if not self.n_groups else np.array([c.group for c in agent_codes], np.int64)
         tail = None
         if not self.image:
-            parts = [masks] if cluster is None else [masks, cluster[:, None].astype(np.float32)]
+            parts = [masks] + [index[:, None].astype(np.float32) for index in (cluster, group) if index is not None]
             if indicators is not None:
                 empty = np.zeros((len(agent_codes), 0), np.float32)
                 parts.insert(0, sp.indicate(empty, indicators, self.indication, self.n_indicators))
             tail = np.concatenate(parts, axis=1)
-        for array in (indicators, masks, cluster, tail):
+        for array in (indicators, masks, cluster, group, tail):
             if array is not None:
                 array.flags.writeable = False  # shared by every step's inputs
-        return Codes(indicators, masks, cluster, tail)
+        return Codes(indicators, masks, cluster, group, tail)
 
     def pack(self, observations: Any, own_space: gym.Space, codes: Codes) -> np.ndarray | dict:
         """The module inputs of a batch of agents that share one own observation space.
@@ -192,8 +208,9 @@ class InputLayout:
                 x = sp.indicate_image(x, self.observation_space, codes.indicators, self.indication,
                                       self.n_indicators)
             packed = {OBS_KEY: x, MASK_KEY: codes.action_mask}
-            if codes.cluster is not None:
-                packed[CLUSTER_KEY] = codes.cluster
+            for key, index in ((CLUSTER_KEY, codes.cluster), (GROUP_KEY, codes.group)):
+                if index is not None:
+                    packed[key] = index
             return packed
         x = x.reshape(len(x), -1).astype(np.float32, copy=False)
         return np.concatenate([x, codes.tail], axis=1)
@@ -201,8 +218,10 @@ class InputLayout:
     def unpack(self, module_input: Any) -> Unpacked:
         """Takes a batch of inputs (or one input) apart: numpy arrays or torch tensors alike."""
         if isinstance(module_input, Mapping):
-            return Unpacked(module_input[OBS_KEY], module_input[MASK_KEY], module_input.get(CLUSTER_KEY))
+            return Unpacked(module_input[OBS_KEY], module_input[MASK_KEY], module_input.get(CLUSTER_KEY),
+                            module_input.get(GROUP_KEY))
         n_obs = self.indicated_space.shape[0]
         n_mask = self.mask_size
         cluster = module_input[..., n_obs + n_mask] if self.n_clusters else None
-        return Unpacked(module_input[..., :n_obs], module_input[..., n_obs:n_obs + n_mask], cluster)
+        group = module_input[..., n_obs + n_mask + bool(self.n_clusters)] if self.n_groups else None
+        return Unpacked(module_input[..., :n_obs], module_input[..., n_obs:n_obs + n_mask], cluster, group)
