@@ -45,13 +45,27 @@ _AUTO_OR_INT = ("n_clusters", "transitions_per_agent", "updates", "rollout_tasks
 """Options that take "auto" or an integer."""
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_type(name: str, value: Any) -> None:
-    """Raises TypeError unless ``value`` has the type option ``name`` needs (no bool for numbers)."""
-    types = _INT if name in _AUTO_OR_INT else _TYPES.get(name)
-    if (name in _AUTO_OR_INT and value == "auto") or types is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+    """Raises TypeError unless ``value`` has the type option ``name`` needs (no bool for numbers).
+
+    Options that take "auto" or an integer leave other words to the value checks (ValueError)."""
+    auto = name in _AUTO_OR_INT
+    if auto and isinstance(value, str) and not _is_number(value):
         return
-    wanted = ('"auto" or ' if name in _AUTO_OR_INT else "") + " or ".join(_TYPE_NAMES[t] for t in types)
-    fix = f" Fix: write {name}={value.strip()}, without quotes." if isinstance(value, str) else ""
+    types = _INT if auto else _TYPES.get(name)
+    if types is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+        return
+    wanted = ('"auto" or ' if auto else "") + " or ".join(_TYPE_NAMES[t] for t in types)
+    fix = (f" Fix: write {name}={value.strip()}, without quotes."
+           if isinstance(value, str) and _is_number(value) else "")
     raise TypeError(f"SePS option {name}={value!r} has type {type(value).__name__}; it must be {wanted}."
                     f"{fix}")
 

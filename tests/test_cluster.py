@@ -89,8 +89,8 @@ def logs_mention(temp_dir: Path, marker: str) -> bool:
 
 def test_rollout_tasks_option():
     assert SePSOptions().rollout_tasks == "auto" and SePSOptions(rollout_tasks=3).rollout_tasks == 3
-    for bad in ("many", -1, 1.5, True):
-        with pytest.raises(ValueError, match="rollout_tasks"):
+    for bad, error in (("many", ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="rollout_tasks"):
             SePSOptions(rollout_tasks=bad)
     assert tasks_per_node() == 0  # no Ray here: in-process
 
