@@ -163,13 +163,14 @@ class SePSOptions:
     measured the same as all layers (see adaps_drop_threshold); "all" gives each cluster its own
     units throughout, as in the paper's sub-networks; a masked layer costs one row gather and one
     multiply in the batched forward pass."""
-    execution: Literal["auto", "fast", "modules"] = "modules"
+    execution: Literal["auto", "fast", "modules"] = "auto"
     """How the agents run: "modules" (RLlib's multi-agent path: one RLModule per module of the
     plan), "fast" (one module holds every module's parameters as a group; all agents of several
     env copies are sampled as one batch and each group is trained as its own module would be: see
-    rllib_seps/rllib/fast), or "auto" (fast where it applies, else modules, saying why in the log).
+    rllib_seps/rllib/fast), or "auto" (fast where it applies, else modules, saying why).
     Fast execution does not apply, for example, to image observations, turn-based envs, user
-    connectors or per-episode callbacks; "fast" raises there, naming the reason."""
+    connectors or per-episode callbacks; "fast" raises there, naming the reason. Both paths learned
+    alike on BPS(1) (benchmarks/equal_learning.py), so "auto" is the default."""
     progress: bool = True
     """Show progress bars for rollouts and encoder training."""
     report_dir: str | None = None

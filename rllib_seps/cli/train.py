@@ -186,8 +186,11 @@ def train_experiment(experiment: Experiment, storage: Path, args: argparse.Names
     """Shares, pretrains (reporting the clusters), trains and reports one experiment."""
     experiment_dir = storage / experiment.name
     config, _ = share(experiment, default_report_dir=experiment_dir)
-    print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}), results in "
-          f"{experiment_dir}", flush=True)
+    from rllib_seps.rllib.fast.execution import uses_fast_execution
+
+    execution = "fast" if uses_fast_execution(config) else "modules"
+    print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}, execution: {execution}), "
+          f"results in {experiment_dir}", flush=True)
     results = fit(experiment, config, storage, checkpoint_freq=args.checkpoint_freq,
                   verbose=args.verbose)
     return report_run(results, experiment.name, experiment_dir)

@@ -70,6 +70,7 @@ class PretrainingResult:
         reward_events: Per agent, transitions whose reward differs from the agent's most common one.
         episodes: Per agent, how many episodes its transitions come from.
         confident: Whether the final decision is confident (else it warned).
+        execution: How the agents run, ``"fast"`` or ``"modules"`` (set by ``with_sharing``).
         adaps_masks: For strategy ``adaps``: the masks' densities and overlaps
             (:func:`rllib_seps.sharing.adaps.mask_report`), set by ``with_sharing``; else None.
     """
@@ -84,6 +85,7 @@ class PretrainingResult:
     reward_events: dict[AgentID, int] = field(default_factory=dict)
     episodes: dict[AgentID, int] = field(default_factory=dict)
     confident: bool = True
+    execution: str | None = None
     adaps_masks: dict[str, Any] | None = None
 
     @property
@@ -126,6 +128,8 @@ class PretrainingResult:
             "timings_s": self.timings,
             "embedding_means": {str(a): m.tolist() for a, m in zip(self.agent_ids, self.embeddings.means)},
         }
+        if self.execution is not None:
+            summary["execution"] = self.execution
         if self.adaps_masks is not None:
             summary["adaps_masks"] = self.adaps_masks
         return summary

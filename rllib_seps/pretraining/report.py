@@ -47,6 +47,8 @@ def format_report(result: PretrainingResult) -> str:
                  f"updates{' (not converged)' if not converged else ''}; rollouts "
                  f"{t['rollouts']:.1f}s, encoder {t['encoder']:.1f}s, clustering {t['clustering']:.1f}s, "
                  f"total {t['total']:.1f}s")
+    if s.get("execution"):
+        lines.append(f"  execution: {s['execution']}")
     if s.get("adaps_masks"):
         lines.append(format_mask_report(s["adaps_masks"]))
     return "\n".join(lines)

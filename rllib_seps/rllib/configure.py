@@ -333,6 +333,10 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
                       labels=None if result is None else result.labels, centres=centres,
                       default_reads=default_module_reads({**config.model_config, **model_config}))
     shared = apply_plan(config, plan, model_config, options.execution)
+    if result is not None:
+        from rllib_seps.rllib.fast.execution import uses_fast_execution
+
+        result.execution = "fast" if uses_fast_execution(shared) else "modules"
     shared.update_from_dict({OPTIONS_KEY: options.to_dict()})
     if result is not None:
         publish_report(result, options.report_dir or default_report_dir)

@@ -21,7 +21,6 @@ or (with several groups) gradient clipping by norm, which RLlib applies per modu
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -38,8 +37,6 @@ from rllib_seps.sharing.adaps import CENTRES_KEY
 from rllib_seps.sharing.groups import GroupedPlan, grouped_plan
 from rllib_seps.sharing.mapping import AgentToModuleMapping
 from rllib_seps.sharing.plan import SharingPlan
-
-logger = logging.getLogger(__name__)
 
 EPISODE_HOOKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end")
 PROBE_STEPS = 64
@@ -174,7 +171,7 @@ def apply_execution(config: AlgorithmConfig, plan: SharingPlan, model_config: di
         if execution == "fast":
             raise ValueError(f"execution='fast' does not apply here: {'; '.join(reasons)}. Fix: use "
                              "execution='modules' (or 'auto', which falls back to it).")
-        logger.info("SePS execution: modules (fast execution does not apply: %s).", "; ".join(reasons))
+        print(f"SePS execution: modules (fast execution does not apply: {'; '.join(reasons)}).", flush=True)
         return None
     from rllib_seps.rllib.fast.env_runner import FastEnvRunner
     from rllib_seps.rllib.fast.learner import FastPPOTorchLearner
@@ -188,6 +185,6 @@ def apply_execution(config: AlgorithmConfig, plan: SharingPlan, model_config: di
     fast.env_runners(env_runner_cls=FastEnvRunner)
     if getattr(config.algo_class, "__name__", "") == "PPO":
         fast.learners(learner_class=FastPPOTorchLearner)
-    logger.info("SePS execution: fast (one grouped module, %d groups: %s).", len(grouped.groups),
-                ", ".join(grouped.groups[:5]) + (" ..." if len(grouped.groups) > 5 else ""))
+    shown = ", ".join(grouped.groups[:5]) + (" ..." if len(grouped.groups) > 5 else "")
+    print(f"SePS execution: fast (one grouped module, {len(grouped.groups)} groups: {shown}).", flush=True)
     return fast
