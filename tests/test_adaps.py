@@ -200,7 +200,7 @@ def learner_module(algo, module_id="shared"):
 
 def test_ppo_trains_adaps_on_bps1_and_never_trains_the_masks(ray_session):
     config, result = with_sharing(quick_ppo_config("bps_1", max_cycles=25),
-                                  {"strategy": "adaps", **QUICK_PRETRAINING})
+                                  {"strategy": "adaps", "execution": "modules", **QUICK_PRETRAINING})
     report = result.summary()["adaps_masks"]
     assert report["n_clusters"] == result.clustering.k >= 2
     assert all(0 < d < 1 for d in report["density"]) and report["overlap"][0][1] < 1
@@ -223,7 +223,7 @@ def test_ppo_trains_adaps_on_bps1_and_never_trains_the_masks(ray_session):
 def test_ppo_trains_adaps_on_simple_world_comm(ray_session):
     """Six agents with four observation sizes and two action spaces: padding plus masks."""
     config, result = with_sharing(quick_ppo_config("simple_world_comm", max_cycles=25),
-                                  {"strategy": "adaps", "n_clusters": 2, "adaps_masked_layers": [0],
+                                  {"strategy": "adaps", "execution": "modules", "n_clusters": 2, "adaps_masked_layers": [0],
                                    **QUICK_PRETRAINING})
     assert set(config.policies) == {"shared"}
     algo = config.build_algo()

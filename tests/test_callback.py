@@ -20,7 +20,8 @@ from rllib_seps.rllib.modules import SharedActorCriticModule
 from tests.conftest import TwoTypeEnv, per_agent_modules
 
 AGENTS = TwoTypeEnv().possible_agents
-QUICK = dict(progress=False, n_clusters=2, transitions_per_agent=200, updates=200, seed=0)
+# The module path: these tests read the modules RLlib builds (fast execution: tests/test_fast*.py).
+QUICK = dict(progress=False, n_clusters=2, transitions_per_agent=200, updates=200, seed=0, execution="modules")
 MODULES = {"fups": {"shared"}, "fups_id": {"shared"}, "adaps": {"shared"}, "seps": {"cluster_0", "cluster_1"}}
 
 

@@ -21,6 +21,7 @@ from rllib_seps.cli.experiment_file import load_experiments
 from rllib_seps.cli.main import main
 from rllib_seps.cli.train import STOP_KEY_PATIENCE, checked_stopper, progress_line
 from rllib_seps.cli.plots import plot_learning_curve
+from rllib_seps.rllib.fast.execution import plan_mapping
 from rllib_seps.rllib.internals import checkpoint_config
 from tests.conftest import TINY
 
@@ -267,7 +268,7 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     checkpoint = Path(re.search(r"^Checkpoint: (.+)$", last.text(), re.M).group(1))
     assert find_checkpoint(experiment) == find_checkpoint(checkpoint.parent) == checkpoint
     _, config = checkpoint_config(str(checkpoint))
-    assert config.policy_mapping_fn.agent_to_module == json.loads(written)["mapping"]
+    assert plan_mapping(config).agent_to_module == json.loads(written)["mapping"]
     curve = Path(re.search(r"^Learning curve: (.+)$", last.text(), re.M).group(1))
     assert curve.is_file() and curve.parent == checkpoint.parent
 

@@ -129,7 +129,7 @@ def test_rllib_train_on_a_two_node_cluster(tmp_path):
         checkpoint = Path(re.search(r"^Checkpoint: (.+)$", train.stdout, re.M).group(1))
         assert (checkpoint / "algorithm_state.pkl").is_file()
         for node in ("h", "w"):
-            assert logs_mention(temp / node, ":actor_name:MultiAgentEnvRunner"), node
+            assert logs_mention(temp / node, ":actor_name:FastEnvRunner"), node  # the default execution
             assert logs_mention(temp / node, ":task_name:_collect_per_agent"), node
     finally:
         for node in reversed(nodes):

@@ -57,7 +57,8 @@ def ppo(env: str, **env_config) -> PPOConfig:
 
 
 def quick(strategy: str, **options) -> dict:
-    return {"strategy": strategy, "progress": False, **options}
+    """Options for the module path, whose modules and connectors these tests read."""
+    return {"strategy": strategy, "execution": "modules", "progress": False, **options}
 
 
 def train_once(config) -> dict:

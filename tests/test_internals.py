@@ -50,7 +50,7 @@ def test_rebuild_algorithm_builds_every_part_again_from_the_new_config(ray_sessi
     algo = per_agent_modules(config, TwoTypeEnv().possible_agents).build_algo()
     try:
         old_runner = algo.env_runner
-        shared, _ = with_sharing(config, {"strategy": "fups_id"})
+        shared, _ = with_sharing(config, {"strategy": "fups_id", "execution": "modules"})
         rebuild_algorithm(algo, shared)
         assert algo.config is shared
         assert algo.env_runner is not old_runner and set(algo.env_runner.module.keys()) == {"shared"}

@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_seps.cli.experiment_file import load_experiments, share
 from rllib_seps.cli.main import main
 from rllib_seps.options import STRATEGIES
+from rllib_seps.rllib.fast.execution import plan_mapping
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,11 +73,12 @@ def test_file_trains_one_iteration(path, ray_session):
         algo.stop()
     assert result["training_iteration"] == 1
     assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 200
-    assert set(result["learners"]) - {"__all_modules__"} == set(config.policies)
+    # Every module of the plan trains (on fast execution, as a group of the one grouped module).
+    assert set(result["learners"]) - {"__all_modules__", DEFAULT_MODULE_ID} == set(plan_mapping(config).module_ids)
 
 
 @pytest.mark.slow
-def test_evaluate_rolls_out_a_checkpoint_with_padding_connectors(tmp_path, ray_session, capsys):
+def test_evaluate_rolls_out_a_checkpoint_of_agents_with_different_spaces(tmp_path, ray_session, capsys):
     # BPS-h(1) groups see different observation sizes: FuPS+id pads and indicates them.
     (exp,) = load_experiments(ROOT / "tuned_configs" / "bps_h_1-fups_id-ppo.yaml", config_overrides=TINY)
     config, _ = share(exp)

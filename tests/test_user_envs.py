@@ -23,12 +23,14 @@ from rllib_seps import SePSCallback, with_sharing
 from rllib_seps.options import MULTI_AGENT_ALGORITHMS
 from rllib_seps.pretraining.report import REPORT_JSON
 from rllib_seps.rllib.internals import call_after_every_ray_init
+from rllib_seps.rllib.fast.execution import plan_mapping
 from rllib_seps.rllib.modules import SharedActorCriticModule
 from rllib_seps.sharing.mapping import sorted_agents
 from tests.conftest import SpacesEnv, TwoTypeEnv, per_agent_modules
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*Overriding environment")
-QUICK = dict(progress=False, n_clusters=2, transitions_per_agent=200, updates=200, seed=0)
+# The module path: these tests read the modules RLlib builds (fast execution: tests/test_fast*.py).
+QUICK = dict(progress=False, n_clusters=2, transitions_per_agent=200, updates=200, seed=0, execution="modules")
 # simple_speaker_listener: the speaker sees 3 numbers and says one of 3 words, the listener sees
 # 11 and moves in 5 directions.
 SPEAKER_LISTENER = ["listener_0", "speaker_0"]
@@ -68,8 +70,9 @@ def test_agent_order_never_depends_on_the_hash_seed():
 def test_gymnasium_registered_multi_agent_env_is_made_as_rllib_makes_it():
     gym.register("SePSTwoType-v0", entry_point=TwoTypeEnv, disable_env_checker=True)
     config, _ = with_sharing(PPOConfig().environment("SePSTwoType-v0"), {"strategy": "fups_id"})
-    assert list(config.policy_mapping_fn.agent_to_module) == sorted(TwoTypeEnv().possible_agents)
-    assert set(config.policies) == {"shared"}
+    mapping = plan_mapping(config)
+    assert list(mapping.agent_to_module) == sorted(TwoTypeEnv().possible_agents)
+    assert mapping.module_ids == ["shared"]
 
 
 @pytest.mark.filterwarnings("ignore:n_clusters=2 with 2 agents")

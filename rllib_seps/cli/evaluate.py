@@ -90,6 +90,7 @@ def format_returns(runners: Mapping[str, Any], agents: Mapping[str, int]) -> str
 def evaluate(args: argparse.Namespace) -> int:
     """``rllib evaluate <checkpoint>``."""
     import rllib_seps.envs  # noqa: F401  (the checkpoint's env is one of them, usually)
+    from rllib_seps.rllib.fast.execution import plan_mapping
 
     checkpoint = find_checkpoint(args.checkpoint)
     with ray_running(args.address, args.num_cpus):
@@ -97,7 +98,7 @@ def evaluate(args: argparse.Namespace) -> int:
                                       seed=args.seed)
         try:
             runners = algo.evaluate()["env_runners"]
-            env, mapping = algo.config.env, algo.config.policy_mapping_fn
+            env, mapping = algo.config.env, plan_mapping(algo.config)
         finally:
             algo.stop()
     agents = agents_per_module(sorted(runners.get("agent_episode_returns_mean", {})), mapping)

@@ -50,6 +50,16 @@ def uses_fast_execution(config: AlgorithmConfig) -> bool:
     return config.env_runner_cls is FastEnvRunner
 
 
+def plan_mapping(config: AlgorithmConfig) -> AgentToModuleMapping:
+    """Agent -> module of the sharing plan that ``config`` runs, on either execution path (fast
+    execution's own ``policy_mapping_fn`` sends every agent to the one grouped module)."""
+    if not uses_fast_execution(config):
+        return config.policy_mapping_fn
+    grouped = config.rl_module_spec.model_config[GROUPED_PLAN_KEY]
+    return AgentToModuleMapping({agent: grouped.groups[group]
+                                 for agent, group in zip(grouped.agents, grouped.group_of_agent)})
+
+
 def _callback_classes(config: AlgorithmConfig) -> list[type]:
     classes = []
     for entry in force_list(config.callbacks_class):
