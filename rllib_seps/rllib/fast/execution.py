@@ -196,5 +196,6 @@ def apply_execution(config: AlgorithmConfig, plan: SharingPlan, model_config: di
     if getattr(config.algo_class, "__name__", "") == "PPO":
         fast.learners(learner_class=FastPPOTorchLearner)
     shown = ", ".join(grouped.groups[:5]) + (" ..." if len(grouped.groups) > 5 else "")
-    print(f"SePS execution: fast (one grouped module, {len(grouped.groups)} groups: {shown}).", flush=True)
+    n = len(grouped.groups)
+    print(f"SePS execution: fast (one grouped module, {n} group{'s' if n > 1 else ''}: {shown}).", flush=True)
     return fast
