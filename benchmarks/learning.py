@@ -108,11 +108,13 @@ def load_rows(path: Path) -> list[dict]:
 
 
 def curves(rows: list[dict]) -> dict[tuple, dict[str, list[tuple[int, float]]]]:
-    """(task, settings, budget) -> strategy -> seed -> [(env steps, eval return)]."""
+    """(task, settings, budget) -> strategy -> seed -> [(env steps, eval return)], at the
+    iterations that evaluated (the others hold NaN)."""
     out: dict = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         run = out[(r["task"], r["settings"], r["budget"])][r["strategy"]].setdefault(r["seed"], [])
-        run.append((int(r["env_steps"]), float(r["eval_return"])))
+        if not np.isnan(float(r["eval_return"])):
+            run.append((int(r["env_steps"]), float(r["eval_return"])))
     return out
 
 
