@@ -132,8 +132,9 @@ def plot_task(task: str, strategies: dict, path: Path, title: str) -> Path:
         steps = np.array([p[0] for p in next(iter(seeds.values()))[:length]])
         returns = np.array([[p[1] for p in points[:length]] for points in seeds.values()])
         mean, std = returns.mean(0), returns.std(0)
-        ax.plot(steps, mean, label=f"{strategy} ({len(seeds)} seeds)")
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        colour = f"C{STRATEGIES.index(strategy)}"  # one colour per strategy on every plot
+        ax.plot(steps, mean, color=colour, label=f"{strategy} ({len(seeds)} seeds)")
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return (greedy, sum over agents)")
     ax.set_title(title)
