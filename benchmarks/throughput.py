@@ -12,7 +12,9 @@ Sections (all in one run, on BPS with 15 (``bps_1``), 30 (``bps_2``) and 200 (``
    ``MultiAgentEnvRunner`` with one RLModule per module of the plan; ``fast``: the fast EnvRunner
    with one grouped module), and of **the limit**: the environment's own array step plus one
    batched torch forward pass (an MLP of the same widths) and one action sample for all agents,
-   nothing else. Ratios: fast / limit, modules / limit, fast / modules.
+   nothing else; with ``nops``, also nops's own limit, where every agent has its own network's
+   weights (one batched matrix product per layer). Ratios: fast / limit, modules / limit,
+   fast / modules.
 2. ``iterations``: agent steps per CPU second of whole PPO iterations (sampling, learner
    connectors, updates, weight sync; ``num_env_runners=0``, so all in this process, one torch
    thread), ``--agent-steps`` per iteration, every strategy on both paths; ratio fast / modules.
@@ -96,24 +98,31 @@ def median_rate(steps: float, seconds: list[float]) -> float:
 
 class Limit:
     """The environment's array step and one batched forward pass and action sample for all agents
-    of ``num_envs`` copies: what sampling costs without any bookkeeping."""
+    of ``num_envs`` copies: what sampling costs without any bookkeeping. ``per_agent``: every
+    agent has its own network's weights (nops), applied in one batched matrix product per layer."""
 
-    def __init__(self, env: str, hiddens: list[int], num_envs: int) -> None:
+    def __init__(self, env: str, hiddens: list[int], num_envs: int, per_agent: bool = False) -> None:
         from rllib_seps.envs import ENVIRONMENTS
 
         self.envs = [ENVIRONMENTS[env]() for _ in range(num_envs)]
         self.obs = np.concatenate([e.reset_arrays(seed=i) for i, e in enumerate(self.envs)])
         self.n = len(self.envs[0].possible_agents)
-        sizes = [self.obs.shape[1], *hiddens]
-        layers = []
-        for i, o in zip(sizes[:-1], sizes[1:]):
-            layers += [torch.nn.Linear(i, o), torch.nn.Tanh()]
-        self.mlp = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 5))
+        sizes = [self.obs.shape[1], *hiddens, 5]
+        copies = len(self.obs) if per_agent else 1
+        self.weights = [(torch.randn(copies, i, o) / i**0.5, torch.zeros(copies, 1, o))
+                        for i, o in zip(sizes[:-1], sizes[1:])]
+
+    def logits(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.unsqueeze(1) if len(self.weights[0][0]) > 1 else obs.unsqueeze(0)
+        for k, (w, b) in enumerate(self.weights):
+            x = torch.baddbmm(b, x, w)
+            x = torch.tanh(x) if k < len(self.weights) - 1 else x
+        return x.reshape(len(obs), -1)
 
     def sample(self, env_steps: int) -> None:
         for _ in range(env_steps):
             with torch.inference_mode():  # Gumbel-max: the cheapest exact categorical sample
-                logits = self.mlp(torch.from_numpy(self.obs))
+                logits = self.logits(torch.from_numpy(self.obs))
                 actions = (logits - torch.log(-torch.log(torch.rand_like(logits)))).argmax(dim=-1).numpy()
             for i, env in enumerate(self.envs):
                 rows = slice(i * self.n, (i + 1) * self.n)
@@ -135,6 +144,8 @@ def measure_sampling(env: str, args: argparse.Namespace) -> dict[str, float]:
     n = ENVS[env]
     base = base_config(env, args.hiddens, args.num_envs, args.fragment)
     contenders: dict[str, Any] = {"limit": Limit(env, args.hiddens, args.num_envs)}
+    if "nops" in args.strategies:
+        contenders["limit per agent"] = Limit(env, args.hiddens, args.num_envs, per_agent=True)
     for strategy in args.strategies:
         for execution, config in shared_configs(base, strategy).items():
             contenders[f"{strategy}/{execution}"] = runner_of(config)
@@ -144,7 +155,7 @@ def measure_sampling(env: str, args: argparse.Namespace) -> dict[str, float]:
     def run(name: str, contender: Any) -> float:
         start = time.process_time()
         for _ in range(calls):
-            if name == "limit":
+            if name.startswith("limit"):
                 contender.sample(args.fragment)
             else:
                 contender.sample(num_timesteps=args.fragment * args.num_envs)
@@ -160,7 +171,7 @@ def measure_sampling(env: str, args: argparse.Namespace) -> dict[str, float]:
             seconds[name].append(run(name, contenders[name]))
         print(f"  {env} sampling round {round_ + 1}/{args.rounds} done", flush=True)
     for name, contender in contenders.items():
-        if name != "limit":
+        if not name.startswith("limit"):
             contender.stop()
     return {name: median_rate(steps, s) for name, s in seconds.items()}
 
@@ -177,6 +188,10 @@ def print_sampling(env: str, rates: dict[str, float], args: argparse.Namespace) 
         fast, modules = rates[f"{strategy}/fast"], rates[f"{strategy}/modules"]
         print(f"  {strategy:9s} {fast:10,.0f} {modules:10,.0f} {fast / limit:11.2f} {modules / limit:14.3f} "
               f"{fast / modules:12.1f}x")
+    if "limit per agent" in rates:
+        own = rates["limit per agent"]
+        print(f"  limit with one network per agent (nops's own): {own:,.0f}; nops fast / its own limit: "
+              f"{rates['nops/fast'] / own:.2f}")
 
 
 # --- 2. Whole iterations -----------------------------------------------------------------------
