@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -142,7 +142,7 @@ def _first_not_finite(values: np.ndarray) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
-def _not_finite(agent: Any, what: str, step: int, episode_step: int):
+def _raise_not_finite(agent: Any, what: str, step: int, episode_step: int) -> NoReturn:
     raise ValueError(
         f"Agent {agent!r} got {what} with NaN or inf at step {step} of the random rollouts "
         f"(step {episode_step} of its episode). SePS pretraining cannot learn from it. "
@@ -201,7 +201,7 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
         for a, r in rewards.items():
             if a in pending:
                 if not np.isfinite(r):
-                    _not_finite(a, "a reward", steps, episode_step)
+                    _raise_not_finite(a, "a reward", steps, episode_step)
                 pending[a][2] += float(r)
         for a, o in next_obs.items():
             if a in pending:
@@ -230,7 +230,7 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
         o, n = _flatten_batch(o, obs_spaces[a]), _flatten_batch(n, obs_spaces[a])
         bad = [at[row] for x, at in ((o, obs_at), (n, next_at)) if (row := _first_not_finite(x)) is not None]
         if bad:
-            _not_finite(a, "an observation", *min(bad))
+            _raise_not_finite(a, "an observation", *min(bad))
         flat[a] = (o, _flatten_batch(u, act_spaces[a]), np.asarray(r, np.float32), n, episodes[a])
     return agent_ids, flat
 
