@@ -41,8 +41,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "report_dir": (str, type(None)),
     "module_kwargs": (dict,),
 }
-_AUTO_OR_INT = ("n_clusters", "transitions_per_agent", "updates", "rollout_tasks")
-"""Options that take "auto" or an integer."""
+_AUTO_OR_INT = {"n_clusters": 1, "transitions_per_agent": 4, "updates": 1, "rollout_tasks": 0}
+"""Options that take "auto" or an integer, with the least integer each takes."""
 
 
 def _is_number(text: str) -> bool:
@@ -181,14 +181,11 @@ class SePSOptions:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name))
-        k = self.n_clusters
-        _check(k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1),
-               "n_clusters", k, 'must be "auto" or an integer >= 1')
-        _check(self.max_clusters >= 2, "max_clusters", self.max_clusters, "must be >= 2")
-        for name, least in (("transitions_per_agent", 4), ("updates", 1)):
+        for name, least in _AUTO_OR_INT.items():
             value = getattr(self, name)
             _check(value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= least),
                    name, value, f'must be "auto" or an integer >= {least}')
+        _check(self.max_clusters >= 2, "max_clusters", self.max_clusters, "must be >= 2")
         for name in ("first_transitions_per_agent", "max_transitions_per_agent", "latent_dim",
                      "hidden_size", "batch_size", "max_updates", "probe_transitions"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
@@ -199,9 +196,6 @@ class SePSOptions:
                f"must be >= first_transitions_per_agent ({self.first_transitions_per_agent})")
         _check(self.resolution > 0, "resolution", self.resolution, "must be > 0")
         _check(self.min_reward_events >= 0, "min_reward_events", self.min_reward_events, "must be >= 0")
-        tasks = self.rollout_tasks
-        _check(tasks == "auto" or (isinstance(tasks, int) and not isinstance(tasks, bool) and tasks >= 0),
-               "rollout_tasks", tasks, 'must be "auto" or an integer >= 0')
         _check(self.kl_weight >= 0, "kl_weight", self.kl_weight, "must be >= 0")
         _check(self.lr > 0, "lr", self.lr, "must be > 0")
         _check(self.cluster_on in ("behaviour", "means"), "cluster_on", self.cluster_on,

@@ -186,10 +186,10 @@ def train_experiment(experiment: Experiment, storage: Path, args: argparse.Names
     """Shares, pretrains (reporting the clusters), trains and reports one experiment."""
     experiment_dir = storage / experiment.name
     config, _ = share(experiment, default_report_dir=experiment_dir)
-    from rllib_seps.rllib.fast.execution import uses_fast_execution
+    from rllib_seps.rllib.fast.execution import execution_of
 
-    execution = "fast" if uses_fast_execution(config) else "modules"
-    print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}, execution: {execution}), "
+    print(f"Training {experiment.name} ({config.algo_class.__name__} on {config.env}, "
+          f"execution: {execution_of(config)}), "
           f"results in {experiment_dir}", flush=True)
     results = fit(experiment, config, storage, checkpoint_freq=args.checkpoint_freq,
                   verbose=args.verbose)

@@ -334,9 +334,9 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
                       default_reads=default_module_reads({**config.model_config, **model_config}))
     shared = apply_plan(config, plan, model_config, options.execution)
     if result is not None:
-        from rllib_seps.rllib.fast.execution import uses_fast_execution
+        from rllib_seps.rllib.fast.execution import execution_of
 
-        result.execution = "fast" if uses_fast_execution(shared) else "modules"
+        result.execution = execution_of(shared)
     shared.update_from_dict({OPTIONS_KEY: options.to_dict()})
     if result is not None:
         publish_report(result, options.report_dir or default_report_dir)

@@ -50,6 +50,11 @@ def uses_fast_execution(config: AlgorithmConfig) -> bool:
     return config.env_runner_cls is FastEnvRunner
 
 
+def execution_of(config: AlgorithmConfig) -> str:
+    """``"fast"`` or ``"modules"``: the path that ``config`` runs."""
+    return "fast" if uses_fast_execution(config) else "modules"
+
+
 def plan_mapping(config: AlgorithmConfig) -> AgentToModuleMapping:
     """Agent -> module of the sharing plan that ``config`` runs, on either execution path (fast
     execution's own ``policy_mapping_fn`` sends every agent to the one grouped module)."""
