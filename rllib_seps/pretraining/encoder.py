@@ -13,8 +13,8 @@ estimate at this data size and fit; the clustering compares agents against exact
 (:mod:`rllib_seps.pretraining.clustering`).
 
 **When to stop.** With ``updates="auto"`` Adam runs at ``lr`` for at least :data:`MIN_EPOCHS`
-passes over the data and until the errors of next observation and of reward on a fixed
-evaluation sample both stop improving (by :data:`THRESHOLD`, over :data:`PATIENCE` checks), then
+passes over the data and until the errors of next observation and of reward on held-out
+transitions (:data:`HOLDOUT`, never trained on) both stop improving (by :data:`THRESHOLD`, over :data:`PATIENCE` checks), then
 at ``lr / 10`` likewise, and stops at the second plateau (or at ``max_updates``). A given number of updates
 instead runs exactly that many with cosine decay (the paper's fixed budget).
 """
@@ -54,7 +54,11 @@ MIN_EPOCHS = 4.0
 transitions that tell types apart must be seen several times (LBF: 4 passes found its levels
 where the loss alone stopped after 2; 8 passes at the full rate fitted noise instead)."""
 EVAL_SAMPLE = 8192
-"""Transitions (at most) in the fixed sample on which convergence is judged."""
+"""Transitions (at most) held out of training, on which convergence is judged."""
+HOLDOUT = 0.1
+"""Fraction of the transitions (up to EVAL_SAMPLE) held out: judged on data it fits, the encoder
+kept improving by memorising it (hundreds of passes over small data) long after it had learned
+what tells agents apart."""
 
 
 class AgentEncoderDecoder(nn.Module):
@@ -209,7 +213,9 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
     else:
         # Cosine decay to zero: the last updates settle each z instead of jittering around it.
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_updates)
-    eval_rows = torch.randperm(len(identity), generator=gen)[:EVAL_SAMPLE]
+    shuffled = torch.randperm(len(identity), generator=gen)
+    n_eval = min(EVAL_SAMPLE, max(1, int(HOLDOUT * len(identity))))
+    eval_rows, train_rows = shuffled[:n_eval], shuffled[n_eval:]
 
     def loss_of(rows: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss to minimise, and the squared errors of next observation and of reward."""
@@ -223,7 +229,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
     bar = tqdm(total=max_updates, desc="SePS encoder", unit="update", disable=not options.progress,
                leave=False, mininterval=1.0)
     while update < max_updates and not converged:
-        idx = torch.randint(len(identity), (options.batch_size,), generator=gen)
+        idx = train_rows[torch.randint(len(train_rows), (options.batch_size,), generator=gen)]
         loss, _, _ = loss_of(idx, torch.randn(len(idx), options.latent_dim, generator=gen))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,7 +241,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
             with torch.no_grad():  # at each identity's mean z: a deterministic, smooth signal
                 loss, obs_error, reward_error = loss_of(eval_rows, torch.zeros(len(eval_rows), options.latent_dim))
             losses.append(float(loss))
-            if auto and update * options.batch_size >= MIN_EPOCHS * len(identity):
+            if auto and update * options.batch_size >= MIN_EPOCHS * len(train_rows):
                 # Both parts must settle: where rewards are rare their error is a small part of the
                 # loss, and the types that differ only in them are learned last.
                 # Per standardised target; an error below FITTED of the target's variance counts as
