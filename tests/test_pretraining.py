@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining.clustering import cluster_agents, noise_contrasts, without_shared
+from rllib_seps.pretraining.clustering import cluster_agents, noise_contrasts, separation, without_shared
 from rllib_seps.pretraining.encoder import Embeddings
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
@@ -136,6 +136,16 @@ def synthetic(centres, decoys=4, dims=30, noise=1.0, shared=5.0, seed=0):
               + shared * rng.normal(size=(1, decoys, dims)))
     return Embeddings(agent_ids=[f"a{i:02d}" for i in range(len(centres))], decoy_means=points[..., :5],
                       decoy_behaviour=points)
+
+
+def test_agents_known_exactly_alike_give_k1():
+    # No noise and no difference: every point repeats, and k-means finds fewer clusters than asked.
+    exact = Embeddings(agent_ids=["a", "b", "c"], decoy_means=np.zeros((3, 4, 5)),
+                       decoy_behaviour=np.zeros((3, 4, 5)))
+    result = cluster_agents(exact)
+    assert result.k == 1, result.reason
+    # The same in a noise-only draw (repeated contrasts): one cluster is no separation.
+    assert separation(np.zeros((3, 5)), np.zeros(3, np.int64), np.ones(3)) == 0.0
 
 
 def test_contrasts_hold_only_the_noise_with_the_variance_of_an_agents_mean():

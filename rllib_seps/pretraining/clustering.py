@@ -166,6 +166,8 @@ def separation(points: np.ndarray, labels: np.ndarray, noise: np.ndarray) -> flo
         ``noise_c`` the mean noise of cluster c's points.
     """
     ks = np.unique(labels)
+    if len(ks) < 2:  # k-means merged repeated points (noise draws repeat some): nothing is apart
+        return 0.0
     members = labels[None, :] == ks[:, None]
     sizes = members.sum(1)
     centres = members @ points / sizes[:, None]
@@ -295,7 +297,10 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
     score = davies_bouldin_score if k_criterion == "davies_bouldin" else silhouette_score
     candidates, labelings = {}, {}
     for k in range(2, min(n, max_clusters) + 1):
-        labelings[k] = labels = _kmeans(points, k, seed)
+        labels = _kmeans(points, k, seed)
+        if len(np.unique(labels)) < k:  # fewer distinct points than k: no finer K exists
+            break
+        labelings[k] = labels
         stability = 1.0 if k == n else adjusted_rand_score(_kmeans(half_a, k, seed), _kmeans(half_b, k, seed))
         sep = separation(points, labels, noise)
         # The noise draws cost NULL_DRAWS k-means runs: only for partitions that reproduce.
