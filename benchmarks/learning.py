@@ -170,6 +170,20 @@ def table(rows: list[dict]) -> str:
                 pretraining = int(next(iter(last.values()))["pretraining_env_steps"] or 0)
                 costs.append(f"| {task} | {strategy} | {int(budget):,} | {pretraining:,} | "
                              f"{pretraining / int(budget):.3f} | {np.mean(wall) / 60:.1f} |")
+    lines += ["", "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
+              "mean +- std over seeds:", "",
+              "| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in STRATEGIES) + " |"]
+    for (task, settings, budget), _ in sorted(curves(rows).items()):
+        cells = []
+        for strategy in STRATEGIES:
+            per_seed = defaultdict(list)
+            for r in rows:
+                if (r["task"], r["settings"], r["budget"], r["strategy"]) == (task, settings, budget, strategy):
+                    per_seed[r["seed"]].append(float(r["train_return"]))
+            final = [np.nanmean(returns[-5:]) for returns in per_seed.values()]
+            cells.append(f"{np.mean(final):.2f} +- {np.std(final):.2f}" if final else "")
+        lines.append(f"| {task} | {settings or 'tuned'} | {int(budget):,} | " + " | ".join(cells) + " |")
     lines += ["", "Pretraining (random-policy env steps) against the RL budget, and wall time per run:", "",
               "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
               "| --- | --- | --- | --- | --- | --- |", *costs]
