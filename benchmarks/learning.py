@@ -146,48 +146,46 @@ def plot_task(task: str, strategies: dict, path: Path, title: str) -> Path:
     return path
 
 
+def runs_by_seed(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """(task, settings, budget, strategy) -> seed -> that run's rows, in order."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[(r["task"], r["settings"], r["budget"], r["strategy"])][r["seed"]].append(r)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """Table 2's shape: per task, max evaluation return (mean +- std over seeds) of each strategy;
-    then the budget, the pretraining cost against it and the wall time per run."""
-    lines = ["| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in STRATEGIES) + " |"]
-    costs = []
-    for (task, settings, budget), strategies in sorted(curves(rows).items()):
-        cells = []
-        for strategy in STRATEGIES:
-            seeds = strategies.get(strategy, {})
-            best = [max(r for _, r in points) for points in seeds.values()]
-            cells.append(f"{np.mean(best):.2f} +- {np.std(best):.2f} (n={len(best)})" if best else "")
-        lines.append(f"| {task} | {settings or 'tuned'} | {int(budget):,} | " + " | ".join(cells) + " |")
-        for strategy in STRATEGIES:
-            runs = [r for r in rows if (r["task"], r["settings"], r["budget"], r["strategy"])
-                    == (task, settings, budget, strategy)]
-            if runs:
-                last = {}
-                for r in runs:  # the last row of each seed holds its totals
-                    last[r["seed"]] = r
-                wall = [float(r["wall_s"]) for r in last.values()]
-                pretraining = int(next(iter(last.values()))["pretraining_env_steps"] or 0)
-                costs.append(f"| {task} | {strategy} | {int(budget):,} | {pretraining:,} | "
-                             f"{pretraining / int(budget):.3f} | {np.mean(wall) / 60:.1f} |")
-    lines += ["", "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
-              "mean +- std over seeds:", "",
-              "| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
+    then the sampling policy's final training return, and the budget, the pretraining cost
+    against it and the wall time per run."""
+    header = ["| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
               "| --- | --- | --- | " + " | ".join("---" for _ in STRATEGIES) + " |"]
-    for (task, settings, budget), _ in sorted(curves(rows).items()):
-        cells = []
+    runs = runs_by_seed(rows)
+    best_lines, final_lines, costs = [], [], []
+    for (task, settings, budget), strategies in sorted(curves(rows).items()):
+        best_cells, final_cells = [], []
         for strategy in STRATEGIES:
-            per_seed = defaultdict(list)
-            for r in rows:
-                if (r["task"], r["settings"], r["budget"], r["strategy"]) == (task, settings, budget, strategy):
-                    per_seed[r["seed"]].append(float(r["train_return"]))
-            final = [np.nanmean(returns[-5:]) for returns in per_seed.values()]
-            cells.append(f"{np.mean(final):.2f} +- {np.std(final):.2f}" if final else "")
-        lines.append(f"| {task} | {settings or 'tuned'} | {int(budget):,} | " + " | ".join(cells) + " |")
-    lines += ["", "Pretraining (random-policy env steps) against the RL budget, and wall time per run:", "",
-              "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
-              "| --- | --- | --- | --- | --- | --- |", *costs]
-    return "\n".join(lines)
+            best = [max(r for _, r in points) for points in strategies.get(strategy, {}).values()]
+            best_cells.append(f"{np.mean(best):.2f} +- {np.std(best):.2f} (n={len(best)})" if best else "")
+            seeds = runs.get((task, settings, budget, strategy), {})
+            final = [np.nanmean([float(r["train_return"]) for r in run[-5:]]) for run in seeds.values()]
+            final_cells.append(f"{np.mean(final):.2f} +- {np.std(final):.2f}" if final else "")
+            if seeds:
+                last = [run[-1] for run in seeds.values()]  # the last row of each seed holds its totals
+                pretraining = int(last[0]["pretraining_env_steps"] or 0)
+                costs.append(f"| {task} | {strategy} | {int(budget):,} | {pretraining:,} | "
+                             f"{pretraining / int(budget):.3f} | "
+                             f"{np.mean([float(r['wall_s']) for r in last]) / 60:.1f} |")
+        prefix = f"| {task} | {settings or 'tuned'} | {int(budget):,} | "
+        best_lines.append(prefix + " | ".join(best_cells) + " |")
+        final_lines.append(prefix + " | ".join(final_cells) + " |")
+    return "\n".join([
+        *header, *best_lines, "",
+        "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
+        "mean +- std over seeds:", "", *header, *final_lines, "",
+        "Pretraining (random-policy env steps) against the RL budget, and wall time per run:", "",
+        "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
+        "| --- | --- | --- | --- | --- | --- |", *costs])
 
 
 def report(csv_path: Path, out: Path) -> None:
