@@ -93,9 +93,10 @@ class SePSOptions:
     """With ``transitions_per_agent="auto"``: the most transitions per agent collected before
     K is decided anyway (a low-confidence decision then warns). LBF's levels needed about 32k."""
     resolution: float = 0.05
-    """K=1 is confident only once every agent's modelled behaviour is known to within this: the
-    root-mean-square noise of its predictions, in standard deviations of the predicted next
-    observation and reward (measured by the encoder's decoys). Smaller sees subtler differences
+    """A decision for K is confident only once every agent's modelled behaviour is known to within
+    this (else a finer split may hide below the noise): the root-mean-square noise of its
+    predictions, in standard deviations of the predicted next observation and reward (measured by
+    the encoder's decoys). Smaller sees subtler differences
     between agents and costs more data; two BPS agents of different colours were still at 0.10
     and indistinguishable after 1000 transitions each, and clearly apart after 4000."""
     min_reward_events: int = 50

@@ -4,9 +4,10 @@ With ``transitions_per_agent="auto"`` the data follows the problem: a first roun
 ``first_transitions_per_agent`` per agent, then, while the decision for K is not confident,
 two to four times as many (the encoder is fitted anew on all of it), up to
 ``max_transitions_per_agent``. A decision is confident when
-:mod:`rllib_seps.pretraining.clustering` says so and, for K=1, the agents' behaviour is known to
-within ``resolution`` and every agent has seen ``min_reward_events`` rewards other than its most
-common one.
+:mod:`rllib_seps.pretraining.clustering` says so, the agents' behaviour is known to within
+``resolution`` (else a finer split may hide below the noise: BPS(1) at 1000 transitions per agent
+merged two colours for one seed in five), and, for K=1, every agent has seen
+``min_reward_events`` rewards other than its most common one.
 """
 
 from __future__ import annotations
@@ -192,10 +193,11 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
                    "clustering": time.perf_counter() - t0}
         events = reward_events(data)
         counts = data.per_agent_counts()
-        alike = clustering.confident and clustering.k == 1 and clustering.noise_rms <= options.resolution
+        precise = clustering.noise_rms <= options.resolution
+        alike = clustering.confident and clustering.k == 1 and precise
         enough_events = min(events.values()) >= options.min_reward_events
         enough_episodes = int(data.episodes.min()) >= DECOYS * EPISODES_PER_DECOY
-        confident = enough_episodes and clustering.confident and (clustering.k > 1 or (alike and enough_events))
+        confident = enough_episodes and clustering.confident and precise and (clustering.k > 1 or enough_events)
         rounds.append(Round(min(counts.values()), embeddings.updates, clustering.k, confident,
                             clustering.noise_rms, seconds))
         for key, value in seconds.items():
@@ -208,7 +210,7 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
         # Twice the data, or up to four times where the rate of rare rewards or the fall of the
         # noise (as 1 / sqrt(n)) says that is what the missing evidence takes.
         wanted = max(needed if not enough_events else 0,
-                     target * (clustering.noise_rms / options.resolution) ** 2 if clustering.k == 1 else 0,
+                     target * (clustering.noise_rms / options.resolution) ** 2,
                      target * DECOYS * EPISODES_PER_DECOY / max(int(data.episodes.min()), 1))
         target = int(min(max(2 * target, min(wanted, 4 * target)), options.max_transitions_per_agent))
     result = PretrainingResult(data.agent_ids, embeddings, clustering, data.per_agent_counts(),
@@ -234,9 +236,9 @@ def _low_confidence_message(result: PretrainingResult) -> str:
         why = (f"some agent's data spans only {min(result.episodes.values())} episodes, and the "
                f"decision needs {DECOYS * EPISODES_PER_DECOY} ({EPISODES_PER_DECOY} for each of its "
                f"{DECOYS} decoys) to measure its own noise")
-    elif clustering.k == 1 and clustering.confident and clustering.noise_rms > options.resolution:
-        why = (f"the agents look alike, but their behaviour is known only to within "
-               f"{clustering.noise_rms:.3f} (resolution={options.resolution})")
+    elif clustering.confident and clustering.noise_rms > options.resolution:
+        why = (f"the agents' behaviour is known only to within {clustering.noise_rms:.3f} "
+               f"(resolution={options.resolution}), so a finer split may hide below the noise")
     elif clustering.k == 1 and clustering.confident:
         rarest = min(result.reward_events, key=result.reward_events.get)
         needed = _transitions_for_events(result.reward_events, result.transitions, options)
