@@ -193,7 +193,8 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
                    "clustering": time.perf_counter() - t0}
         events = reward_events(data)
         counts = data.per_agent_counts()
-        precise = clustering.noise_rms <= options.resolution
+        # A given K is no decision of ours: it needs no precision to be confident.
+        precise = options.n_clusters != "auto" or clustering.noise_rms <= options.resolution
         alike = clustering.confident and clustering.k == 1 and precise
         enough_events = min(events.values()) >= options.min_reward_events
         enough_episodes = int(data.episodes.min()) >= DECOYS * EPISODES_PER_DECOY
