@@ -17,9 +17,10 @@ the next call with the same budget, so a long benchmark can be completed over se
 an interrupted run starts again. ``--config`` deep-merges settings into every run's config (e.g. the
 execution path); it is part of a run's key, so runs with other settings are never mixed up.
 
-Outputs (next to the CSV unless ``--out`` says otherwise): ``learning_<task>.png`` (mean and spread
-over seeds of the evaluation return, one line per strategy) and ``learning_table.md`` (Table 2's
-shape, plus the pretraining cost next to the RL budget, and the wall time per run).
+Outputs (next to the CSV unless ``--out`` says otherwise): ``learning_<task>_<budget>k.png``
+(mean and spread over seeds of the evaluation return, one line per strategy) and
+``learning_table.md`` (Table 2's shape, the sampling policy's final training return, the
+pretraining cost next to the RL budget, and the wall time per run).
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def report(csv_path: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for (task, settings, budget), strategies in sorted(curves(rows).items()):
         suffix = "" if not settings else "_" + "".join(c if c.isalnum() else "_" for c in settings)[:40]
-        path = plot_task(task, strategies, out / f"learning_{task}{suffix}.png",
+        path = plot_task(task, strategies, out / f"learning_{task}_{int(budget) // 1000}k{suffix}.png",
                          f"{task}, {int(budget):,} env steps" + (f", {settings}" if settings else ""))
         print(f"Plot: {path}")
     text = table(rows)
