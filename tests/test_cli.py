@@ -240,6 +240,10 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
                 "--checkpoint-freq", "1", "--storage-path", str(tmp_path), "--num-cpus", "2")
     try:
         train.wait_for("[bps_1-seps-ppo] iter    1")
+        # Ctrl-C once iteration 1's checkpoint is on disk: the line is printed before it is saved.
+        deadline = time.monotonic() + 120
+        while not any(experiment.glob("*/checkpoint_*/algorithm_state.*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
         train.process.send_signal(signal.SIGINT)
         assert train.wait(timeout=120) == INTERRUPTED
     finally:
