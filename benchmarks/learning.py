@@ -108,14 +108,23 @@ def load_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def curves(rows: list[dict]) -> dict[tuple, dict[str, list[tuple[int, float]]]]:
+def runs_by_seed(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """(task, settings, budget, strategy) -> seed -> that run's rows, in order."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[(r["task"], r["settings"], r["budget"], r["strategy"])][r["seed"]].append(r)
+    return out
+
+
+def curves(rows: list[dict]) -> dict[tuple, dict[str, dict[str, list[tuple[int, float]]]]]:
     """(task, settings, budget) -> strategy -> seed -> [(env steps, eval return)], at the
     iterations that evaluated (the others hold NaN)."""
-    out: dict = defaultdict(lambda: defaultdict(dict))
-    for r in rows:
-        run = out[(r["task"], r["settings"], r["budget"])][r["strategy"]].setdefault(r["seed"], [])
-        if not np.isnan(float(r["eval_return"])):
-            run.append((int(r["env_steps"]), float(r["eval_return"])))
+    out: dict = defaultdict(dict)
+    for (task, settings, budget, strategy), seeds in runs_by_seed(rows).items():
+        out[(task, settings, budget)][strategy] = {
+            seed: [(int(r["env_steps"]), float(r["eval_return"])) for r in run
+                   if not np.isnan(float(r["eval_return"]))]
+            for seed, run in seeds.items()}
     return out
 
 
@@ -145,14 +154,6 @@ def plot_task(task: str, strategies: dict, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def runs_by_seed(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
-    """(task, settings, budget, strategy) -> seed -> that run's rows, in order."""
-    out: dict = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        out[(r["task"], r["settings"], r["budget"], r["strategy"])][r["seed"]].append(r)
-    return out
 
 
 def table(rows: list[dict]) -> str:

@@ -96,9 +96,9 @@ class SePSOptions:
     """A decision for K is confident only once every agent's modelled behaviour is known to within
     this (else a finer split may hide below the noise): the root-mean-square noise of its
     predictions, in standard deviations of the predicted next observation and reward (measured by
-    the encoder's decoys). Smaller sees subtler differences
-    between agents and costs more data; two BPS agents of different colours were still at 0.10
-    and indistinguishable after 1000 transitions each, and clearly apart after 4000."""
+    the encoder's decoys). Smaller sees subtler differences between agents and costs more data;
+    two BPS agents of different colours were still at 0.10 and indistinguishable after 1000
+    transitions each, and clearly apart after 4000."""
     min_reward_events: int = 50
     """K=1 is confident only once every agent has seen this many transitions whose reward differs
     from its most common reward: where rewards are rare (LBF, C-RWARE), agents that differ only in

@@ -14,9 +14,10 @@ estimate at this data size and fit; the clustering compares agents against exact
 
 **When to stop.** With ``updates="auto"`` Adam runs at ``lr`` for at least :data:`MIN_EPOCHS`
 passes over the data and until the errors of next observation and of reward on held-out
-transitions (:data:`HOLDOUT`, never trained on) both stop improving (by :data:`THRESHOLD`, over :data:`PATIENCE` checks), then
-at ``lr / 10`` likewise, and stops at the second plateau (or at ``max_updates``). A given number of updates
-instead runs exactly that many with cosine decay (the paper's fixed budget).
+transitions (:data:`HOLDOUT`, never trained on) both stop improving (by :data:`THRESHOLD`, over
+:data:`PATIENCE` checks), then at ``lr / 10`` likewise, and stops at the second plateau (or at
+``max_updates``). A given number of updates instead runs exactly that many with cosine decay
+(the paper's fixed budget).
 """
 
 from __future__ import annotations
