@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining.clustering import cluster_agents, noise_contrasts, separation, without_shared
+from rllib_seps.pretraining.clustering import Candidate, cluster_agents, noise_contrasts, separation, without_shared
 from rllib_seps.pretraining.encoder import Embeddings
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
@@ -178,6 +178,17 @@ def test_a_difference_near_the_noise_is_not_confident():
     result = cluster_agents(synthetic(centres, seed=3))
     assert result.k == 1 and not result.confident, result.reason
     assert "more data" in result.reason
+
+
+@pytest.mark.parametrize("separation_, null, stability, unresolved", [
+    (19.8, 3.7, 0.74, True),   # LBF's third level at 32k per agent: well beyond noise, halves partly agree
+    (5.0, 3.0, 1.00, True),    # reproducible, beyond the noise maximum but not twice it
+    (2.8, 2.1, 0.69, False),   # partly reproducible, within twice the noise maximum
+    (19.8, 3.7, 0.30, False),  # the halves disagree: a split of noise
+    (19.8, 3.7, 1.00, False),  # passes: resolved
+])
+def test_a_finer_k_is_unresolved_where_more_data_may_decide(separation_, null, stability, unresolved):
+    assert Candidate(3, separation_, null, stability, 0.0).unresolved is unresolved
 
 
 # --- Given K, options and errors -----------------------------------------------------------

@@ -13,11 +13,16 @@ estimate at this data size and fit; the clustering compares agents against exact
 (:mod:`rllib_seps.pretraining.clustering`).
 
 **When to stop.** With ``updates="auto"`` Adam runs at ``lr`` for at least :data:`MIN_EPOCHS`
-passes over the data and until the errors of next observation and of reward on held-out
-transitions (:data:`HOLDOUT`, never trained on) both stop improving (by :data:`THRESHOLD`, over
-:data:`PATIENCE` checks), then at ``lr / 10`` likewise, and stops at the second plateau (or at
-``max_updates``). A given number of updates instead runs exactly that many with cosine decay
+passes over the data (over the new data, when the decoder starts from an earlier fit's) and until
+the errors of next observation and of reward on held-out transitions (:data:`HOLDOUT`, never
+trained on) both stop improving (by :data:`THRESHOLD`, over :data:`PATIENCE` checks), then at
+``lr / 10`` likewise, and stops at the second plateau (or at ``max_updates``). A given number of updates instead runs exactly that many with cosine decay
 (the paper's fixed budget).
+
+**Warm start.** When pretraining collects more data, the next fit may start its decoder from the
+last fit's (``decoder_init``): how next observation and reward follow from observation, action and
+z is the same function on more data. The encoder starts afresh, so every decoy is again estimated
+from its own data alone, and their spread stays the noise of the estimate.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ class Embeddings:
         converged: Whether training stopped on a plateau (False: it hit ``max_updates``, or a
             fixed number of updates was given).
         seconds: Wall time of the training.
+        decoder_state: The decoder's parameters, to start a later fit from (``decoder_init``).
     """
 
     agent_ids: list[AgentID]
@@ -127,6 +133,7 @@ class Embeddings:
     updates: int = 0
     converged: bool = False
     seconds: float = 0.0
+    decoder_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def means(self) -> np.ndarray:
@@ -167,7 +174,8 @@ def decoy_identities(agent: np.ndarray, n_agents: int, decoys: int = DECOYS) -> 
     return identity
 
 
-def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Embeddings:
+def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
+                  decoder_init: tuple[dict[str, torch.Tensor], int] | None = None) -> Embeddings:
     """Fits the encoder-decoder on the transitions; returns every decoy's posterior and behaviour.
 
     Loss per transition: squared error of the next observation over the agent's real entries plus
@@ -179,6 +187,9 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
         options: ``latent_dim``, ``hidden_size``, ``kl_weight``, ``lr``, ``batch_size``,
             ``updates``, ``max_updates``, ``normalize``, ``probe_transitions``, ``seed`` and
             ``progress`` are used.
+        decoder_init: An earlier fit's ``decoder_state`` and the number of transitions it was
+            fitted on (the first rows of ``data``): the decoder starts from it, and the minimum
+            of :data:`MIN_EPOCHS` passes counts only the rows it has not seen.
 
     Raises:
         ValueError: If an agent has fewer transitions than it has decoys.
@@ -204,6 +215,8 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
         torch.manual_seed(options.seed)
         model = AgentEncoderDecoder(n_agents * DECOYS, obs.shape[1], data.action.shape[1],
                                     options.latent_dim, options.hidden_size)
+    if decoder_init is not None:
+        model.decoder.load_state_dict(decoder_init[0])
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr)
     auto = options.updates == "auto"
     max_updates = options.max_updates if auto else options.updates
@@ -217,6 +230,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
     shuffled = torch.randperm(len(identity), generator=gen)
     n_eval = min(EVAL_SAMPLE, max(1, int(HOLDOUT * len(identity))))
     eval_rows, train_rows = shuffled[:n_eval], shuffled[n_eval:]
+    new_rows = len(train_rows) * (1 - (decoder_init[1] if decoder_init else 0) / len(identity))
 
     def loss_of(rows: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss to minimise, and the squared errors of next observation and of reward."""
@@ -242,7 +256,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
             with torch.no_grad():  # at each identity's mean z: a deterministic, smooth signal
                 loss, obs_error, reward_error = loss_of(eval_rows, torch.zeros(len(eval_rows), options.latent_dim))
             losses.append(float(loss))
-            if auto and update * options.batch_size >= MIN_EPOCHS * len(train_rows):
+            if auto and update * options.batch_size >= MIN_EPOCHS * new_rows:
                 # Both parts must settle: where rewards are rare their error is a small part of the
                 # loss, and the types that differ only in them are learned last.
                 # Per standardised target; an error below FITTED of the target's variance counts as
@@ -261,7 +275,8 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions()) -> Em
                       decoy_means=mean.numpy().reshape(n_agents, DECOYS, -1),
                       decoy_behaviour=behaviour.numpy().reshape(n_agents, DECOYS, -1),
                       losses=losses, updates=update, converged=converged,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start,
+                      decoder_state={k: v.clone() for k, v in model.decoder.state_dict().items()})
 
 
 def _behaviour(model: AgentEncoderDecoder, obs_act: torch.Tensor, means: torch.Tensor,

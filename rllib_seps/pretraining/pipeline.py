@@ -2,7 +2,8 @@
 
 With ``transitions_per_agent="auto"`` the data follows the problem: a first round of
 ``first_transitions_per_agent`` per agent, then, while the decision for K is not confident,
-two to four times as many (the encoder is fitted anew on all of it), up to
+two to four times as many (the encoder is fitted anew on all of it; the decoder starts from
+the last fit's where that fit found K >= 2), up to
 ``max_transitions_per_agent``. A decision is confident when
 :mod:`rllib_seps.pretraining.clustering` says so, the agents' behaviour is known to within
 ``resolution`` (else a finer split may hide below the noise: BPS(1) at 1000 transitions per agent
@@ -182,7 +183,11 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            embeddings = train_encoder(data, options)
+            # Warm only from a fit whose z told agents apart: a decoder fitted where z carried
+            # nothing predicts without it, and would keep differences that an unbiased fit puts
+            # in z out of it (C-RWARE's colours, visible in the permuted observation itself).
+            warm = (embeddings.decoder_state, len(data) - len(more)) if rounds and rounds[-1].k > 1 else None
+            embeddings = train_encoder(data, options, warm)
         finally:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
