@@ -180,15 +180,16 @@ def test_a_difference_near_the_noise_is_not_confident():
     assert "more data" in result.reason
 
 
-@pytest.mark.parametrize("separation_, null, stability, unresolved", [
-    (19.8, 3.7, 0.74, True),   # LBF's third level at 32k per agent: well beyond noise, halves partly agree
-    (5.0, 3.0, 1.00, True),    # reproducible, beyond the noise maximum but not twice it
-    (2.8, 2.1, 0.69, False),   # partly reproducible, within twice the noise maximum
-    (19.8, 3.7, 0.30, False),  # the halves disagree: a split of noise
-    (19.8, 3.7, 1.00, False),  # passes: resolved
+@pytest.mark.parametrize("separation_, null, stability, unresolved, emerging", [
+    (19.8, 3.7, 0.74, False, True),   # LBF's third level at 32k per agent: beyond noise, halves partly agree
+    (5.0, 3.0, 1.00, True, False),    # reproducible, beyond the noise maximum but not twice it
+    (2.8, 2.1, 0.69, False, False),   # partly reproducible, within twice the noise maximum
+    (19.8, 3.7, 0.30, False, False),  # the halves disagree: a split of noise
+    (19.8, 3.7, 1.00, False, False),  # passes: resolved
 ])
-def test_a_finer_k_is_unresolved_where_more_data_may_decide(separation_, null, stability, unresolved):
-    assert Candidate(3, separation_, null, stability, 0.0).unresolved is unresolved
+def test_a_finer_k_that_more_data_may_decide(separation_, null, stability, unresolved, emerging):
+    candidate = Candidate(3, separation_, null, stability, 0.0)
+    assert (candidate.unresolved, candidate.emerging) == (unresolved, emerging)
 
 
 # --- Given K, options and errors -----------------------------------------------------------

@@ -31,9 +31,10 @@ The decision, in four steps:
    (these cannot score K = N, which then wins if it passes); K = 1 if none passes.
 
 The decision is *confident* unless a larger K is *unresolved* (reproducible and beyond the
-noise-only maximum but not by the margin, or beyond it by the margin and partly reproducible,
-:data:`PARTIAL_ARI`) or, for K = 1, the agents' spread around their centre is more than in any
-noise-only draw: then a difference may hide below the noise, and more data can resolve it.
+noise-only maximum, but not by the margin), the next K is *emerging* (beyond the margin, but the
+halves agree only in part, :data:`PARTIAL_ARI`) or, for K = 1, the agents' spread around their
+centre is more than in any noise-only draw: then a difference may hide below the noise, and more
+data can resolve it.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ STABLE_ARI = 0.9
 """Agreement of the two halves' partitions that counts as the same partition."""
 PARTIAL_ARI = 0.5
 """Agreement of the halves that, with a separation beyond MARGIN times the noise-only maximum,
-makes a K unresolved: each half has half the data, and a type that rests on rare rewards can be
-found by one half and not yet by the other (LBF seed 0 at 32k transitions per agent: K=3 at 5.4
-times the noise maximum, halves ARI 0.74; with twice the data, ARI 1.0)."""
+makes the next K after the chosen one emerging: each half has half the data, and a type that
+rests on rare rewards can be found by one half and not yet by the other (LBF seed 0 at 32k
+transitions per agent: K=3 at 5.4 times the noise maximum, halves ARI 0.74; with twice the data,
+ARI 1.0). Only the next K: further K that split agents of one type this way (LBF's K=7 at 128k)
+are noise that more data does not remove."""
 N_INIT = 4
 """k-means restarts (k-means++), for the agents and for every noise draw alike."""
 MAX_DIMS = 128
@@ -97,18 +100,23 @@ class Candidate:
 
     @property
     def unresolved(self) -> bool:
-        """Reproducible and beyond the noise-only maximum but not by MARGIN, or beyond it by
-        MARGIN and partly reproducible (PARTIAL_ARI): structure that more data may confirm."""
-        if self.stable:
-            return not self.significant and bool(self.separation > self.null_separation)
-        return self.significant and self.stability >= PARTIAL_ARI
+        """Reproducible and beyond the noise-only maximum, but not by MARGIN: structure that
+        more data may confirm."""
+        return self.stable and not self.significant and bool(self.separation > self.null_separation)
+
+    @property
+    def emerging(self) -> bool:
+        """Beyond MARGIN times the noise-only maximum, but the halves agree only in part
+        (PARTIAL_ARI): as the next K after the one chosen, a type that more data may confirm."""
+        return not self.stable and self.significant and self.stability >= PARTIAL_ARI
 
     def as_dict(self) -> dict[str, float | bool | None]:
         """JSON-ready (NaN as None)."""
         numbers = {"separation": self.separation, "null_separation": self.null_separation,
                    "stability": self.stability, "score": self.score}
         return {**{k: None if np.isnan(v) else v for k, v in numbers.items()},
-                "significant": self.significant, "stable": self.stable, "unresolved": self.unresolved}
+                "significant": self.significant, "stable": self.stable, "unresolved": self.unresolved,
+                "emerging": self.emerging}
 
 
 @dataclass
@@ -322,7 +330,8 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
     if not passing:
         # The agents spread more than noise alone would, or a partition nearly passes: a
         # difference may hide below the noise, and more data can resolve it.
-        unsure = spread > null_spread or any(c.unresolved for c in candidates.values())
+        unsure = (spread > null_spread or any(c.unresolved for c in candidates.values())
+                  or (2 in candidates and candidates[2].emerging))
         return Clustering(np.zeros(n, np.int64), 1, confident=not unsure, candidates=candidates, reason=(
             f"no partition separates the agents beyond the noise of their own estimates and "
             f"reproducibly ({numbers}); their spread, {spread:.2f} noise units, is "
@@ -340,7 +349,7 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         name = k_criterion.replace("_", "-")
         why = (f"K={best} has the best {name} score ({candidates[best].score:.3f}) of the K that "
                f"separate the agents beyond noise and reproducibly ({passing})")
-    finer = [k for k, c in candidates.items() if k > best and c.unresolved]
+    finer = [k for k, c in candidates.items() if k > best and (c.unresolved or (k == best + 1 and c.emerging))]
     if finer:
         why += f"; K={finer[0]} nearly passes, so more data may split further"
     return Clustering(labelings[best], best, confident=not finer, candidates=candidates,
