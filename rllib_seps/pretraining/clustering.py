@@ -349,7 +349,8 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         name = k_criterion.replace("_", "-")
         why = (f"K={best} has the best {name} score ({candidates[best].score:.3f}) of the K that "
                f"separate the agents beyond noise and reproducibly ({passing})")
-    finer = [k for k, c in candidates.items() if k > best and (c.unresolved or (k == best + 1 and c.emerging))]
+    finer = [k for k, c in candidates.items()
+             if k > best and (c.unresolved or (k == best + 1 and c.emerging))]
     if finer:
         why += f"; K={finer[0]} nearly passes, so more data may split further"
     return Clustering(labelings[best], best, confident=not finer, candidates=candidates,

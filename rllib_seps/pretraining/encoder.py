@@ -16,8 +16,8 @@ estimate at this data size and fit; the clustering compares agents against exact
 passes over the data (over the new data, when the decoder starts from an earlier fit's) and until
 the errors of next observation and of reward on held-out transitions (:data:`HOLDOUT`, never
 trained on) both stop improving (by :data:`THRESHOLD`, over :data:`PATIENCE` checks), then at
-``lr / 10`` likewise, and stops at the second plateau (or at ``max_updates``). A given number of updates instead runs exactly that many with cosine decay
-(the paper's fixed budget).
+``lr / 10`` likewise, and stops at the second plateau (or at ``max_updates``). A given number of
+updates instead runs exactly that many with cosine decay (the paper's fixed budget).
 
 **Warm start.** When pretraining collects more data, the next fit may start its decoder from the
 last fit's (``decoder_init``): how next observation and reward follow from observation, action and
