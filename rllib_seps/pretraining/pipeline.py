@@ -186,7 +186,8 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
             # Warm only from a fit whose z told agents apart: a decoder fitted where z carried
             # nothing predicts without it, and would keep differences that an unbiased fit puts
             # in z out of it (C-RWARE's colours, visible in the permuted observation itself).
-            warm = (embeddings.decoder_state, len(data) - len(more)) if rounds and rounds[-1].k > 1 else None
+            warm_from_last = rounds and rounds[-1].k > 1
+            warm = (embeddings.decoder_state, len(data) - len(more)) if warm_from_last else None
             embeddings = train_encoder(data, options, warm)
         finally:
             torch.set_num_threads(threads)
