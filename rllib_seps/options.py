@@ -100,14 +100,17 @@ class SePSOptions:
     two BPS agents of different colours were still at 0.10 and indistinguishable after 1000
     transitions each, and clearly apart after 4000."""
     min_reward_events: int = 50
-    """K=1 is confident only once every agent has seen this many transitions whose reward differs
-    from its most common reward: where rewards are rare (LBF, C-RWARE), agents that differ only in
-    their rewards cannot be told apart before that. Where even ``max_transitions_per_agent``
-    would not buy them, pretraining stops and warns at once; 0 accepts K=1 on what was seen."""
+    """A decision for K is confident only once each half of every agent's transitions (the halves
+    whose partitions must agree) has shown this many rewards other than the agent's most common
+    one: where rewards are rare (LBF, C-RWARE), types that differ only in them cannot be told
+    apart before that. Where even ``max_transitions_per_agent`` would not buy them, pretraining
+    stops at once: types found in the dynamics stand, and K=1 warns. 0 decides on what was seen."""
     rollout_tasks: int | Literal["auto"] = "auto"
-    """Ray tasks that collect rollouts in parallel, spread over the cluster's nodes; 0 collects
-    in-process. "auto": one task per alive node when Ray runs on several nodes, else in-process
-    (so the data, and the clusters, follow the number of nodes; set a number to fix them)."""
+    """Where random rollouts run. "auto": 4 streams (copies of the env with their own seeds, so
+    that the data, and the clusters, are the same on any machine or cluster), as Ray tasks at once
+    where Ray runs on several nodes or where they would take more than a few seconds in-process,
+    else one after another in-process. A number n: n streams as Ray tasks, spread over the nodes
+    (Ray must be running). 0: one stream, in-process."""
     latent_dim: int = 5
     """Size m of the agent embedding (5 in the paper)."""
     hidden_size: int = 128

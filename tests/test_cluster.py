@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining.rollouts import tasks_per_node
+from rllib_seps.pretraining.rollouts import STREAMS, rollout_plan
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,14 +92,14 @@ def test_rollout_tasks_option():
     for bad, error in (("many", ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
         with pytest.raises(error, match="rollout_tasks"):
             SePSOptions(rollout_tasks=bad)
-    assert tasks_per_node() == 0  # no Ray here: in-process
+    assert rollout_plan("auto", 100.0) == (STREAMS, False)  # no Ray here: in-process
 
 
 @pytest.mark.slow
 def test_rllib_train_on_a_two_node_cluster(tmp_path):
     """EnvRunners and SePS rollout tasks land on both nodes: each node offers one "runner slot"
     that every EnvRunner needs, so the two EnvRunners run one per node; pretraining makes one
-    rollout task per node by default and spreads them."""
+    rollout streams as Ray tasks on a cluster of several nodes by default, and spreads them."""
     # Unix socket paths are limited to about 107 characters: a short temp dir, removed after.
     temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}

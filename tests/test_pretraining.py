@@ -16,11 +16,12 @@ from sklearn.metrics import adjusted_rand_score
 from rllib_seps.envs import ENVIRONMENTS, BlindParticleSpread, make_env
 from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.options import SePSOptions
-from rllib_seps.pretraining.clustering import Candidate, cluster_agents, noise_contrasts, separation, without_shared
+from rllib_seps.pretraining.clustering import (Candidate, cluster_agents, effect, noise_contrasts, separation,
+                                              without_shared)
 from rllib_seps.pretraining.encoder import Embeddings
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
-from rllib_seps.pretraining.rollouts import collect_random_rollouts
+from rllib_seps.pretraining.rollouts import STREAMS, collect_random_rollouts, rollout_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 # A fixed small budget for tests of the plumbing; the tests of automatic K use the defaults.
@@ -95,10 +96,12 @@ def test_low_confidence_decision_warns_naming_the_option():
 
 
 def test_auto_budget_stops_at_its_cap_and_warns():
-    options = SePSOptions(progress=False, first_transitions_per_agent=100, max_transitions_per_agent=200)
-    with pytest.warns(UserWarning, match=r"raise max_transitions_per_agent \(now 200"):
+    options = SePSOptions(progress=False, first_transitions_per_agent=100, max_transitions_per_agent=400)
+    with pytest.warns(UserWarning, match=r"raise max_transitions_per_agent \(now 400"):
         result = run_pretraining(bps((1, 1)), {}, options)
-    assert [r.transitions_per_agent for r in result.rounds] == [100, 200]
+    # The first round goes on to 8 episodes per agent (what a confident decision needs), then grows.
+    first, last = (r.transitions_per_agent for r in result.rounds)
+    assert 100 < first < last == 400
 
 
 SAME_SEED_SCRIPT = """
@@ -172,6 +175,33 @@ def test_separated_groups_are_found_and_subgroups_of_noise_are_not():
     assert not (result.candidates[4].significant and result.candidates[4].stable)
 
 
+def test_a_small_real_difference_within_a_type_is_not_a_type_yet_asks_for_more_data():
+    # Two types 14 apart; within the first, agents 0-1 and 2-3 differ by 1 (a simulator's agent
+    # order, or a type whose rare rewards were only partly seen): far beyond their noise (0.05)
+    # and reproducible, but a fourteenth of the types' difference.
+    centres = np.repeat(np.eye(2, 30) * 10.0, 4, axis=0)
+    centres[2:4, 2] += 1.0
+    result = cluster_agents(synthetic(centres, noise=0.05))
+    assert result.k == 2 and not result.confident and "K=3 nearly passes" in result.reason
+    three = result.candidates[3]
+    assert three.significant and three.stable and three.small and not three.passes
+    assert three.relative_effect == pytest.approx(1 / np.sqrt(200), abs=0.01)
+
+
+def test_the_effect_leaves_the_noise_aside():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    noise_only = rng.normal(size=(2, 100, 40))  # two independent halves of pure noise
+    # (the centres' difference in one half alone has a root mean square of 0.2)
+    assert effect(tuple(noise_only), labels) < 0.1
+    moved = noise_only + np.where(labels == 1, 0.5, 0.0)[None, :, None]
+    assert effect(tuple(moved), labels) == pytest.approx(0.5, abs=0.05)
+    # Per quantity: a difference in the reward alone (the last of each probe's 4) is not diluted.
+    reward_only = noise_only.copy()
+    reward_only[:, labels == 1, 3::4] += 0.5
+    assert effect(tuple(reward_only), labels, width=4) == pytest.approx(0.5, abs=0.06)
+
+
 def test_a_difference_near_the_noise_is_not_confident():
     # Two groups 2.8 apart, where one agent's point has noise 2.7 (30 dims of 0.5): seen, not resolved.
     centres = np.repeat(np.eye(2, 30) * 2.0, 6, axis=0)
@@ -238,12 +268,16 @@ def test_non_multi_agent_env_is_rejected():
         collect_random_rollouts(lambda cfg: gym.make("CartPole-v1").unwrapped, {}, progress=False)
 
 
-def test_rollouts_over_ray_tasks_are_deterministic(ray_session):
-    runs = [collect_random_rollouts(bps((2, 2)), {}, transitions_per_agent=200, seed=5, num_tasks=2,
-                                    progress=False) for _ in range(2)]
+def test_rollout_streams_give_the_same_data_wherever_they_run(ray_session):
+    runs = [collect_random_rollouts(bps((2, 2)), {}, transitions_per_agent=200, seed=5, streams=2,
+                                    remote=remote, progress=False) for remote in (True, True, False)]
     assert min(runs[0].per_agent_counts().values()) >= 200
-    np.testing.assert_array_equal(runs[0].obs, runs[1].obs)
-    np.testing.assert_array_equal(runs[0].agent, runs[1].agent)
+    for run in runs[1:]:
+        for key in ("agent", "obs", "action", "reward", "next_obs", "episodes"):
+            np.testing.assert_array_equal(getattr(runs[0], key), getattr(run, key))
+    assert rollout_plan("auto", 0.0) == (STREAMS, False)  # one node, little work: in-process
+    assert rollout_plan("auto", 100.0) == (STREAMS, True)
+    assert rollout_plan(0, 100.0) == (1, False) and rollout_plan(3, 0.0) == (3, True)
 
 
 def test_box_actions_are_encoded_raw_and_dict_observations_flattened():

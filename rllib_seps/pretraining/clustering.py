@@ -24,15 +24,20 @@ The decision, in four steps:
      the environment, the data size and the fit, and it charges k-means for choosing its split;
    - *stability* (K < N): k-means on the means of decoys 0..S/2-1 and, apart, of decoys S/2..S-1
      (two disjoint halves of every agent's data) must find the same partition (adjusted Rand index
-     at least :data:`STABLE_ARI`). Noise splits do not reproduce; types do.
+     at least :data:`STABLE_ARI`). Noise splits do not reproduce; types do;
+   - *size* (K > 2): every two clusters must differ (:func:`effect`, noise aside) by at least
+     :data:`MIN_RELATIVE_EFFECT` of what K=2's two clusters differ by. Agents of one type can
+     differ a little, really and reproducibly (the order in which a simulator serves them); types
+     differ by as much as the others.
 
-4. **Choice.** The largest K that passes both tests (``k_criterion="finest"``: every two of its
+4. **Choice.** The largest K that passes the tests (``k_criterion="finest"``: every two of its
    clusters differ, reproducibly), or the best silhouette / Davies-Bouldin score among them
    (these cannot score K = N, which then wins if it passes); K = 1 if none passes.
 
 The decision is *confident* unless a larger K is *unresolved* (reproducible and beyond the
 noise-only maximum, but not by the margin), the next K is *emerging* (beyond the margin, but the
-halves agree only in part, :data:`PARTIAL_ARI`) or, for K = 1, the agents' spread around their
+halves agree only in part, :data:`PARTIAL_ARI`) or *small* (passes but for its size: more data
+tells a type still being seen from an asymmetry within one) or, for K = 1, the agents' spread around their
 centre is more than in any noise-only draw: then a difference may hide below the noise, and more
 data can resolve it.
 """
@@ -64,6 +69,13 @@ rests on rare rewards can be found by one half and not yet by the other (LBF see
 transitions per agent: K=3 at 5.4 times the noise maximum, halves ARI 0.74; with twice the data,
 ARI 1.0). Only the next K: further K that split agents of one type this way (LBF's K=7 at 128k)
 are noise that more data does not remove."""
+MIN_RELATIVE_EFFECT = 0.3
+"""A partition finer than K=2 counts only if every two of its clusters differ (:func:`effect`) by at
+least this fraction of what K=2's two clusters differ by. Simulators give agents of one type small
+differences that are real and reproducible, and so pass both tests with enough data (rware
+resolves collisions in agent order: C-RWARE(1) seed 4 split a colour's two robots, 3.3 noise units
+apart, reproducibly); a type is a difference of the size of the others. On the 5-seed panel every
+true type differed by 0.45-1.0 of K=2's effect, such twins by 0.20."""
 N_INIT = 4
 """k-means restarts (k-means++), for the agents and for every noise draw alike."""
 MAX_DIMS = 128
@@ -82,6 +94,9 @@ class Candidate:
         stability: Adjusted Rand index between the two halves' partitions (1.0 for K = N).
         score: Silhouette (Davies-Bouldin with that ``k_criterion``) of the partition (NaN for
             K = N).
+        effect: The closest two clusters' difference in what they are modelled to do
+            (:func:`effect`).
+        relative_effect: ``effect`` as a fraction of K=2's.
     """
 
     k: int
@@ -89,6 +104,8 @@ class Candidate:
     null_separation: float
     stability: float
     score: float
+    effect: float = float("nan")
+    relative_effect: float = 1.0
 
     @property
     def significant(self) -> bool:
@@ -97,6 +114,16 @@ class Candidate:
     @property
     def stable(self) -> bool:
         return bool(self.stability >= STABLE_ARI)
+
+    @property
+    def type_sized(self) -> bool:
+        """Its clusters differ by at least MIN_RELATIVE_EFFECT of K=2's difference."""
+        return bool(self.relative_effect >= MIN_RELATIVE_EFFECT)
+
+    @property
+    def passes(self) -> bool:
+        """Its clusters all differ beyond noise, reproducibly, and as much as types do."""
+        return self.significant and self.stable and self.type_sized
 
     @property
     def unresolved(self) -> bool:
@@ -110,13 +137,21 @@ class Candidate:
         (PARTIAL_ARI): as the next K after the one chosen, a type that more data may confirm."""
         return not self.stable and self.significant and self.stability >= PARTIAL_ARI
 
+    @property
+    def small(self) -> bool:
+        """Beyond noise and reproducible, but its clusters differ by less than types do: as the
+        next K after the one chosen, a difference that more data shows as a type (whose rare
+        rewards were only partly seen) or as an asymmetry within one."""
+        return self.significant and self.stable and not self.type_sized
+
     def as_dict(self) -> dict[str, float | bool | None]:
         """JSON-ready (NaN as None)."""
         numbers = {"separation": self.separation, "null_separation": self.null_separation,
-                   "stability": self.stability, "score": self.score}
+                   "stability": self.stability, "score": self.score, "effect": self.effect,
+                   "relative_effect": self.relative_effect}
         return {**{k: None if np.isnan(v) else v for k, v in numbers.items()},
-                "significant": self.significant, "stable": self.stable, "unresolved": self.unresolved,
-                "emerging": self.emerging}
+                "significant": self.significant, "stable": self.stable, "type_sized": self.type_sized,
+                "unresolved": self.unresolved, "emerging": self.emerging, "small": self.small}
 
 
 @dataclass
@@ -189,6 +224,38 @@ def separation(points: np.ndarray, labels: np.ndarray, noise: np.ndarray) -> flo
     variance = (members @ noise) / sizes**2  # noise of each centre
     sq = ((centres[:, None] - centres[None]) ** 2).sum(-1)
     return float((sq / (variance[:, None] + variance[None]))[np.triu_indices(len(ks), 1)].min())
+
+
+def effect(halves: tuple[np.ndarray, np.ndarray], labels: np.ndarray, width: int | None = None) -> float:
+    """The closest two clusters' difference in what they are modelled to do, noise aside.
+
+    Each cluster's centre is estimated twice, from two disjoint halves of every agent's data;
+    the product of the two estimates of a difference has the noise's share of its square removed
+    on average (the halves' noise is independent), so noise-only splits come out near 0.
+
+    Args:
+        halves: Two ``(N, F)`` estimates of each agent's behaviour (or embedding mean) in the units
+            it was fitted in (standardised next observation and reward), from disjoint data.
+        labels: ``(N,)`` cluster of each agent (at least two clusters).
+        width: Predictions per probe transition (next observation entries, then the reward), so
+            that each quantity is compared on its own: a type that differs only in reward would
+            otherwise be drowned by the many entries of the observation. None: one quantity.
+
+    Returns:
+        The smallest, over pairs of clusters, of the root-mean-square difference of their centres
+        in the quantity where they differ most.
+    """
+    ks = np.unique(labels)
+    i, j = np.triu_indices(len(ks), 1)
+    differences = []
+    for half in halves:
+        centres = np.stack([half[labels == k].mean(0) for k in ks])
+        per_probe = centres.reshape(len(ks), -1, width or 1)
+        differences.append(per_probe[i] - per_probe[j])  # (pairs, probes, width)
+    product = differences[0] * differences[1]
+    quantities = [product[..., -1]] + ([product[..., :-1]] if width and width > 1 else [])
+    squares = np.max([q.reshape(len(i), -1).mean(1) for q in quantities], axis=0)
+    return float(np.sqrt(max(squares.min(), 0.0)))
 
 
 def without_shared(decoys: np.ndarray) -> np.ndarray:
@@ -310,6 +377,8 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
     draws = list(zip(*noise_draws(contrasts, noise, seed)))
     null_spread = max(_spread(d, d_noise) for d, d_noise in draws)
     score = davies_bouldin_score if k_criterion == "davies_bouldin" else silhouette_score
+    halves = features[:, : s // 2].mean(1), features[:, s // 2:].mean(1)  # in the units of the fit
+    width = embeddings.predictions_per_probe if cluster_on == "behaviour" else None
     candidates, labelings = {}, {}
     for k in range(2, min(n, max_clusters) + 1):
         labels = _kmeans(points, k, seed)
@@ -318,12 +387,14 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         labelings[k] = labels
         stability = 1.0 if k == n else adjusted_rand_score(_kmeans(half_a, k, seed), _kmeans(half_b, k, seed))
         sep = separation(points, labels, noise)
+        size = effect(halves, labels, width)
+        relative = 1.0 if k == 2 else size / max(candidates[2].effect, 1e-12)
         # The noise draws cost NULL_DRAWS k-means runs: only for partitions that (partly) reproduce.
         null = (max(separation(d, _kmeans(d, k, seed), d_noise) for d, d_noise in draws)
                 if stability >= PARTIAL_ARI else float("nan"))
         candidates[k] = Candidate(k, sep, null, float(stability),
-                                  float(score(points, labels)) if k < n else float("nan"))
-    passing = [k for k, c in candidates.items() if c.significant and c.stable]
+                                  float(score(points, labels)) if k < n else float("nan"), size, relative)
+    passing = [k for k, c in candidates.items() if c.passes]
     # The numbers up to two K past the largest that passed (or 3): beyond, partitions only split noise.
     shown = [c for c in candidates.values() if c.k <= max(passing, default=1) + 2]
     numbers = "; ".join(map(_describe, shown)) + ("; ..." if len(shown) < len(candidates) else "")
@@ -341,8 +412,8 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
             **common)
     if k_criterion == "finest" or n in passing:
         best = max(passing)
-        why = (f"K={best} is the largest K whose clusters all differ beyond noise and reproducibly"
-               if best < n else "every two agents differ beyond noise")
+        why = (f"K={best} is the largest K whose clusters all differ beyond noise, reproducibly and "
+               f"as much as types do" if best < n else "every two agents differ beyond noise")
     else:
         sign = 1.0 if k_criterion == "silhouette" else -1.0  # higher silhouette, lower DB is better
         best = max(passing, key=lambda k: (sign * candidates[k].score, -k))
@@ -350,7 +421,7 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         why = (f"K={best} has the best {name} score ({candidates[best].score:.3f}) of the K that "
                f"separate the agents beyond noise and reproducibly ({passing})")
     finer = [k for k, c in candidates.items()
-             if k > best and (c.unresolved or (k == best + 1 and c.emerging))]
+             if k > best and (c.unresolved or (k == best + 1 and (c.emerging or c.small)))]
     if finer:
         why += f"; K={finer[0]} nearly passes, so more data may split further"
     return Clustering(labelings[best], best, confident=not finer, candidates=candidates,
@@ -359,4 +430,5 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
 
 def _describe(c: Candidate) -> str:
     null = "untested" if np.isnan(c.null_separation) else f"noise max {c.null_separation:.1f}"
-    return f"K={c.k}: separation {c.separation:.1f} ({null}), halves ARI {c.stability:.2f}"
+    size = f"effect {c.effect:.3f}" if c.k == 2 else f"effect {c.relative_effect:.2f} of K=2's"
+    return f"K={c.k}: separation {c.separation:.1f} ({null}), halves ARI {c.stability:.2f}, {size}"

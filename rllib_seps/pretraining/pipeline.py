@@ -1,14 +1,14 @@
 """SePS pretraining end to end: random rollouts -> encoder -> clusters, timed and reported.
 
 With ``transitions_per_agent="auto"`` the data follows the problem: a first round of
-``first_transitions_per_agent`` per agent, then, while the decision for K is not confident,
-two to four times as many (the encoder is fitted anew on all of it; the decoder starts from
-the last fit's where that fit found K >= 2), up to
-``max_transitions_per_agent``. A decision is confident when
+``first_transitions_per_agent`` per agent (and of the episodes a confident decision needs), then,
+while the decision for K is not confident, two to four times as many (the encoder is fitted anew
+on all of it, its decoder starting from the last fit's), up to ``max_transitions_per_agent``. A decision is confident when
 :mod:`rllib_seps.pretraining.clustering` says so, the agents' behaviour is known to within
 ``resolution`` (else a finer split may hide below the noise: BPS(1) at 1000 transitions per agent
-merged two colours for one seed in five), and, for K=1, every agent has seen
-``min_reward_events`` rewards other than its most common one.
+merged two colours for one seed in five), and each half of every agent's transitions has shown
+``min_reward_events`` rewards other than its most common one (the halves must agree, and types
+that differ only in rare rewards show in neither half before).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.clustering import Clustering, cluster_agents
 from rllib_seps.pretraining.encoder import DECOYS, Embeddings, train_encoder
-from rllib_seps.pretraining.rollouts import EnvCreator, Transitions, collect_random_rollouts
+from rllib_seps.pretraining.rollouts import EnvCreator, Transitions, collect_random_rollouts, rollout_plan
 from rllib_seps.sharing.mapping import AgentID, AgentToModuleMapping, cluster_module_id
 
 EPISODES_PER_DECOY = 2
@@ -138,12 +138,20 @@ class PretrainingResult:
 
 
 def reward_events(data: Transitions) -> dict[str, int]:
-    """Per agent, how many of its transitions have a reward other than its most common one."""
+    """Per agent, how many transitions have a reward other than its most common one, in the half
+    of its transitions (the first or the second, as the decision's halves test splits them) that
+    has fewer."""
     events = {}
     for i, agent in enumerate(data.agent_ids):
-        _, counts = np.unique(data.reward[data.agent == i], return_counts=True)
-        events[agent] = int(counts.sum() - counts.max())
+        reward = data.reward[data.agent == i]
+        common = reward == _most_common(reward)
+        events[agent] = int(min((~half).sum() for half in np.array_split(common, 2)))
     return events
+
+
+def _most_common(values: np.ndarray) -> float:
+    found, counts = np.unique(values, return_counts=True)
+    return found[counts.argmax()]
 
 
 def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
@@ -170,11 +178,20 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
     totals = dict.fromkeys(("rollouts", "encoder", "clustering"), 0.0)
     while True:
         have = 0 if data is None else int(np.bincount(data.agent).min())
+        have_episodes = 0 if data is None else int(data.episodes.min())
+        # The automatic budget also collects the episodes a confident decision needs: C-RWARE's
+        # 500-step episodes give 2 in 1000 transitions, and a first round of them decides nothing.
+        # In-process time expected at the last round's pace (none known in the first round).
+        expected = rounds[-1].seconds["rollouts"] * (target - have) / max(new_last, 1) if rounds else 0.0
+        streams, remote = rollout_plan(options.rollout_tasks, expected)
         more = collect_random_rollouts(
             env_creator, env_config, transitions_per_agent=target - have,
-            seed=options.seed + _ROUND_SEED * len(rounds), num_tasks=options.rollout_tasks,
+            seed=options.seed + _ROUND_SEED * len(rounds), streams=streams, remote=remote,
             progress=options.progress,
+            min_episodes=max(DECOYS * EPISODES_PER_DECOY - have_episodes, 0) if auto else 0,
+            max_transitions_per_agent=options.max_transitions_per_agent - have,
         )
+        new_last = int(np.bincount(more.agent).min())
         data = more if data is None else data.extended(more)
         if options.n_clusters != "auto" and options.n_clusters > len(data.agent_ids):
             raise ValueError(f"n_clusters={options.n_clusters} is larger than the number of agents "
@@ -183,11 +200,8 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            # Warm only from a fit whose z told agents apart: a decoder fitted where z carried
-            # nothing predicts without it, and would keep differences that an unbiased fit puts
-            # in z out of it (C-RWARE's colours, visible in the permuted observation itself).
-            warm_from_last = rounds and rounds[-1].k > 1
-            warm = (embeddings.decoder_state, len(data) - len(more)) if warm_from_last else None
+            # The decoder goes on from the last fit's; the encoder starts afresh (train_encoder).
+            warm = (embeddings.decoder_state, len(data) - len(more)) if rounds else None
             embeddings = train_encoder(data, options, warm)
         finally:
             torch.set_num_threads(threads)
@@ -199,20 +213,23 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
                    "clustering": time.perf_counter() - t0}
         events = reward_events(data)
         counts = data.per_agent_counts()
-        # A given K is no decision of ours: it needs no precision to be confident.
-        precise = options.n_clusters != "auto" or clustering.noise_rms <= options.resolution
-        alike = clustering.confident and clustering.k == 1 and precise
-        enough_events = min(events.values()) >= options.min_reward_events
+        # A given K is no decision of ours: it needs no precision, nor rare rewards, to be confident.
+        given = options.n_clusters != "auto"
+        precise = given or clustering.noise_rms <= options.resolution
+        enough_events = given or min(events.values()) >= options.min_reward_events
         enough_episodes = int(data.episodes.min()) >= DECOYS * EPISODES_PER_DECOY
-        confident = enough_episodes and clustering.confident and precise and (clustering.k > 1 or enough_events)
+        decided = enough_episodes and clustering.confident and precise
+        needed = _transitions_for_events(events, counts, options)
+        # Rewards so rare that the cap cannot buy min_reward_events of them: more data is no help.
+        # Then types found in the dynamics stand; K=1 may hide types that differ in rewards only.
+        hopeless = needed > options.max_transitions_per_agent
+        confident = decided and (enough_events or (hopeless and clustering.k > 1))
         rounds.append(Round(min(counts.values()), embeddings.updates, clustering.k, confident,
                             clustering.noise_rms, seconds))
         for key, value in seconds.items():
             totals[key] += value
-        needed = _transitions_for_events(events, counts, options)
-        # Rewards so rare that the cap cannot buy min_reward_events of them: more data is no help.
-        hopeless = enough_episodes and alike and needed > options.max_transitions_per_agent
-        if confident or hopeless or not auto or target >= options.max_transitions_per_agent:
+        target = max(target, min(counts.values()))  # episodes may have asked for more
+        if confident or (decided and hopeless) or not auto or target >= options.max_transitions_per_agent:
             break
         # Twice the data, or up to four times where the rate of rare rewards or the fall of the
         # noise (as 1 / sqrt(n)) says that is what the missing evidence takes.
@@ -229,10 +246,10 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
 
 
 def _transitions_for_events(events: dict[AgentID, int], counts: dict[AgentID, int], options: SePSOptions) -> int:
-    """Transitions per agent at which every agent would have seen min_reward_events, at the rates
-    seen so far (one event added to each count, so that none seen is no rate of zero)."""
-    rate = min((events[a] + 1) / (counts[a] + 1) for a in events)
-    return int(np.ceil(options.min_reward_events / rate))
+    """Transitions per agent at which each half of every agent's would have min_reward_events, at
+    the rates seen so far (one event added to each count, so that none seen is no rate of zero)."""
+    rate = min((events[a] + 1) / (counts[a] / 2 + 1) for a in events)
+    return int(np.ceil(2 * options.min_reward_events / rate))
 
 
 def _low_confidence_message(result: PretrainingResult) -> str:
@@ -246,14 +263,15 @@ def _low_confidence_message(result: PretrainingResult) -> str:
     elif clustering.confident and clustering.noise_rms > options.resolution:
         why = (f"the agents' behaviour is known only to within {clustering.noise_rms:.3f} "
                f"(resolution={options.resolution}), so a finer split may hide below the noise")
-    elif clustering.k == 1 and clustering.confident:
+    elif clustering.confident:
         rarest = min(result.reward_events, key=result.reward_events.get)
         needed = _transitions_for_events(result.reward_events, result.transitions, options)
-        why = (f"the agents look alike, but rewards other than an agent's most common one are rare "
-               f"under random actions ({rarest} saw {events} in {result.transitions[rarest]} "
-               f"transitions; min_reward_events={options.min_reward_events} would take about {needed} "
-               f"per agent), and agents that differ only in such rewards cannot be told apart yet. "
-               f"Set min_reward_events=0 to accept K=1 on what was seen")
+        seen = "the agents look alike, but " if clustering.k == 1 else ""
+        why = (f"{seen}rewards other than an agent's most common one are rare under random actions "
+               f"({rarest} saw {events} in the leaner half of its {result.transitions[rarest]} "
+               f"transitions; min_reward_events={options.min_reward_events} in each half would take "
+               f"about {needed} per agent), and agents that differ only in such rewards cannot be "
+               f"told apart yet. Set min_reward_events=0 to accept K={clustering.k} on what was seen")
     else:
         why = clustering.reason
     if options.transitions_per_agent == "auto":

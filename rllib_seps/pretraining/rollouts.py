@@ -151,8 +151,10 @@ def _raise_not_finite(agent: Any, what: str, step: int, episode_step: int) -> No
 
 
 def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
-                       seed: int, progress: bool) -> tuple[list, dict[Any, tuple]]:
-    """Steps the env with uniform random actions until every agent has enough transitions.
+                       seed: int, progress: bool, min_episodes: int = 0,
+                       max_transitions_per_agent: int | None = None) -> tuple[list, dict[Any, tuple]]:
+    """Steps the env with uniform random actions until every agent has enough transitions (and,
+    short of ``max_transitions_per_agent``, transitions from ``min_episodes`` episodes).
 
     An agent's transition ends at its next observation, whenever that comes: at the next step
     in parallel envs, after the other agents' turns in turn-based (AEC) ones; rewards received
@@ -176,6 +178,12 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     data = {a: ([], [], [], [], [], []) for a in agent_ids}
     counts = dict.fromkeys(agent_ids, 0)
     episode, last_episode, episodes = 0, dict.fromkeys(agent_ids, -1), dict.fromkeys(agent_ids, 0)
+    cap = max(transitions_per_agent, max_transitions_per_agent or 0)
+
+    def enough() -> bool:
+        fewest = min(counts.values())
+        return fewest >= transitions_per_agent and (fewest >= cap or min(episodes.values()) >= min_episodes)
+
     # An agent that never acts would loop forever: give up after generous many steps.
     max_steps = 100 * transitions_per_agent + 10_000
     bar = tqdm(total=transitions_per_agent, desc="SePS rollouts", unit="transitions/agent",
@@ -184,8 +192,8 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     # Agent -> [obs, action, reward so far, when obs came], until its next observation arrives.
     pending: dict[Any, list] = {}
     steps = episode_step = 0
-    while min(counts.values()) < transitions_per_agent:
-        if steps >= max_steps:
+    while not enough():
+        if steps >= max_steps and min(counts.values()) < transitions_per_agent:
             short = [a for a, c in counts.items() if c < transitions_per_agent]
             raise RuntimeError(
                 f"After {steps} random steps agents {short[:10]} still have fewer than "
@@ -239,19 +247,39 @@ def _pad(x: np.ndarray, width: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, width - x.shape[1])))
 
 
-def tasks_per_node() -> int:
-    """One rollout task per alive node when Ray runs on several nodes, else 0 (in-process)."""
+STREAMS = 4
+"""Rollout streams of ``rollout_tasks="auto"``: independent copies of the env, each with its own
+seed, whose transitions are concatenated in stream order. The data is theirs wherever they run
+(one after another in-process, or at once as Ray tasks), so it does not depend on the machine."""
+REMOTE_AFTER_S = 4.0
+"""With ``rollout_tasks="auto"`` on one node, streams run as Ray tasks (when Ray runs) only where
+they would take longer than this in-process: starting a task's worker costs about a second."""
+
+
+def rollout_plan(rollout_tasks: int | str, expected_seconds: float) -> tuple[int, bool]:
+    """How many streams to collect, and whether as Ray tasks, for the ``rollout_tasks`` option.
+
+    Args:
+        rollout_tasks: 0 (one stream, in-process), a number (that many streams as Ray tasks; Ray
+            must be initialised) or "auto" (:data:`STREAMS` streams: as Ray tasks on a cluster of
+            several nodes, or on one node where the work is expected to take more than
+            :data:`REMOTE_AFTER_S`; else in-process).
+        expected_seconds: How long the rollouts would take in-process (0 if not known yet).
+    """
+    if rollout_tasks != "auto":
+        return max(int(rollout_tasks), 1), rollout_tasks > 0
     import ray
 
     if not ray.is_initialized():
-        return 0
-    nodes = sum(1 for node in ray.nodes() if node["Alive"])
-    return nodes if nodes > 1 else 0
+        return STREAMS, False
+    several_nodes = sum(1 for node in ray.nodes() if node["Alive"]) > 1
+    return STREAMS, several_nodes or expected_seconds > REMOTE_AFTER_S
 
 
 def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = None, *,
-                            transitions_per_agent: int = 1000, seed: int = 0,
-                            num_tasks: int | str = 0, progress: bool = True) -> Transitions:
+                            transitions_per_agent: int = 1000, seed: int = 0, streams: int = 1,
+                            remote: bool = False, progress: bool = True, min_episodes: int = 0,
+                            max_transitions_per_agent: int | None = None) -> Transitions:
     """Collects uniform-random-policy transitions of every agent.
 
     Args:
@@ -259,28 +287,34 @@ def collect_random_rollouts(env_creator: EnvCreator, env_config: dict | None = N
         env_config: The config passed to the creator.
         transitions_per_agent: Transitions to collect for each agent (at least).
         seed: Seed of the environment resets and the random actions.
-        num_tasks: If > 0, split the collection over this many Ray tasks (Ray must be
-            initialised), spread over the cluster's nodes; their results are concatenated in
-            task order, so the data is the same wherever the tasks run. "auto":
-            :func:`tasks_per_node`.
+        streams: Independent streams (env copies with seeds ``seed + 7919 * s``), each collecting
+            its share; their transitions are concatenated in stream order, so the data is the
+            same wherever they run.
+        remote: Run the streams as Ray tasks at once, spread over the cluster's nodes (Ray must be
+            initialised); else one after another in this process.
         progress: Show a progress bar.
+        min_episodes: Go on until every agent's transitions come from at least this many episodes
+            (each stream: its share), but not beyond ``max_transitions_per_agent``.
+        max_transitions_per_agent: The most transitions per agent that ``min_episodes`` may ask
+            for (None: ``transitions_per_agent``).
 
     Returns:
         The transitions, agents in sorted order, observations and actions padded to common sizes.
     """
     start = time.perf_counter()
     env_config = dict(env_config or {})
-    if num_tasks == "auto":
-        num_tasks = tasks_per_node()
-    if num_tasks > 0:
+    share = [math.ceil(x / streams) if x else x
+             for x in (transitions_per_agent, min_episodes, max_transitions_per_agent)]
+    seeds = [seed + 7919 * s for s in range(streams)]
+    if remote:
         import ray
 
-        per_task = math.ceil(transitions_per_agent / num_tasks)
-        remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_collect_per_agent)
-        parts = ray.get([remote.remote(env_creator, env_config, per_task, seed + 7919 * t, False)
-                         for t in range(num_tasks)])
+        # No CPU reserved: on the callback's route the EnvRunners hold the CPUs (idle while
+        # pretraining runs), and a task waiting for one would wait for ever.
+        task = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(_collect_per_agent)
+        parts = ray.get([task.remote(env_creator, env_config, share[0], s, False, *share[1:]) for s in seeds])
     else:
-        parts = [_collect_per_agent(env_creator, env_config, transitions_per_agent, seed, progress)]
+        parts = [_collect_per_agent(env_creator, env_config, share[0], s, progress, *share[1:]) for s in seeds]
 
     agent_ids = parts[0][0]
     first = parts[0][1]
