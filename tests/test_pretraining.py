@@ -77,7 +77,10 @@ def test_alike_agents_give_one_confident_cluster(creator):
 ])
 def test_auto_k_recovers_the_types_of_each_paper_family(name):
     """With the package defaults: no per-task budget."""
-    result = pretrain(rllib_creator(ENVIRONMENTS[name]))
+    # LBF's rare rewards make its cost depend on the seed: seed 3 decides at 40k transitions per
+    # agent, seed 0 only at the 128k cap (3x the time). The panel runs all five; this keeps CI short.
+    seed = 3 if name == "lbf" else 0
+    result = pretrain(rllib_creator(ENVIRONMENTS[name]), seed=seed)
     assert adjusted_rand_score(true_types(name), result.labels) == 1.0, result.clustering.reason
     assert result.confident
 
