@@ -11,16 +11,18 @@ Every run trains the task's tuned config (``tuned_configs/<task>-<strategy>-ppo.
 set for RLlib and for SePS, for ``--env-steps`` env steps. Every ``--eval-every`` training iterations
 (and after the last) RLlib's own evaluation rolls out ``--eval-episodes`` episodes with greedy actions
 (``explore=False``) on a separate EnvRunner; the best of these returns is the run's "max evaluation
-return", the paper's measure. A finished run appends its rows (task, strategy, seed, env steps,
+return", the name of Table 2's measure. A finished run appends its rows (task, strategy, seed, env steps,
 evaluation and training return, wall time, pretraining env steps) to the CSV and is skipped on
 the next call with the same budget, so a long benchmark can be completed over several sittings;
 an interrupted run starts again. ``--config`` deep-merges settings into every run's config (e.g. the
 execution path); it is part of a run's key, so runs with other settings are never mixed up.
 
 Outputs (next to the CSV unless ``--out`` says otherwise): ``learning_<task>_<budget>k.png``
-(mean and spread over seeds of the evaluation return, one line per strategy) and
-``learning_table.md`` (Table 2's shape, the sampling policy's final training return, the
-pretraining cost next to the RL budget, and the wall time per run).
+(mean and std over seeds of the evaluation and the training return, one line per strategy) and
+``learning_table.md`` (Table 2's shape; the sampling policy's max and final training return;
+the pretraining cost next to the RL budget, and the wall time per run). The plot's second panel and
+the max training return show the sampling policy, the returns that the paper's released code
+(``uoe-agents/seps``, ``ac.py``) logs: it has no greedy evaluation.
 """
 
 from __future__ import annotations
@@ -116,76 +118,97 @@ def runs_by_seed(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
     return out
 
 
-def curves(rows: list[dict]) -> dict[tuple, dict[str, dict[str, list[tuple[int, float]]]]]:
-    """(task, settings, budget) -> strategy -> seed -> [(env steps, eval return)], at the
-    iterations that evaluated (the others hold NaN)."""
+def curves(rows: list[dict], column: str = "eval_return") -> dict[tuple, dict[str, dict[str, list[tuple[int, float]]]]]:
+    """(task, settings, budget) -> strategy -> seed -> [(env steps, ``column``)], at the rows that
+    hold it (before the first evaluation, ``eval_return`` is NaN)."""
     out: dict = defaultdict(dict)
     for (task, settings, budget, strategy), seeds in runs_by_seed(rows).items():
         out[(task, settings, budget)][strategy] = {
-            seed: [(int(r["env_steps"]), float(r["eval_return"])) for r in run
-                   if not np.isnan(float(r["eval_return"]))]
+            seed: [(int(r["env_steps"]), float(r[column])) for r in run if not np.isnan(float(r[column]))]
             for seed, run in seeds.items()}
     return out
 
 
-def plot_task(task: str, strategies: dict, path: Path, title: str) -> Path:
-    """Mean and min-max over seeds of the evaluation return against env steps, a line per strategy."""
+PANELS = {"eval_return": "evaluation return (greedy)", "train_return": "training return (sampling policy)"}
+
+
+def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path:
+    """Side by side, the greedy evaluation return and the sampling policy's training return
+    against env steps: mean and std over seeds, a line per strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for strategy in [s for s in STRATEGIES if s in strategies]:
-        seeds = strategies[strategy]
-        length = min(len(points) for points in seeds.values())
-        steps = np.array([p[0] for p in next(iter(seeds.values()))[:length]])
-        returns = np.array([[p[1] for p in points[:length]] for points in seeds.values()])
-        mean, std = returns.mean(0), returns.std(0)
-        colour = f"C{STRATEGIES.index(strategy)}"  # one colour per strategy on every plot
-        ax.plot(steps, mean, color=colour, label=f"{strategy} ({len(seeds)} seeds)")
-        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return (greedy, sum over agents)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.2), sharey=True)
+    for ax, (column, label) in zip(axes, PANELS.items()):
+        strategies = curves_by_column[column]
+        for strategy in [s for s in STRATEGIES if s in strategies]:
+            seeds = strategies[strategy]
+            length = min(len(points) for points in seeds.values())
+            steps = np.array([p[0] for p in next(iter(seeds.values()))[:length]])
+            returns = np.array([[p[1] for p in points[:length]] for points in seeds.values()])
+            mean, std = returns.mean(0), returns.std(0)
+            colour = f"C{STRATEGIES.index(strategy)}"  # one colour per strategy on every plot
+            ax.plot(steps, mean, color=colour, label=f"{strategy} ({len(seeds)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"{label}, sum over agents")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _mean_std(values: list[float], n: bool = False) -> str:
+    if not values:
+        return ""
+    return f"{np.mean(values):.2f} +- {np.std(values):.2f}" + (f" (n={len(values)})" if n else "")
+
+
 def table(rows: list[dict]) -> str:
-    """Table 2's shape: per task, max evaluation return (mean +- std over seeds) of each strategy;
-    then the sampling policy's final training return, and the budget, the pretraining cost
-    against it and the wall time per run."""
+    """Table 2's shape: per task, max evaluation return (greedy; mean +- std over seeds) of each
+    strategy; then the max training return of the sampling policy (the measure the paper's released
+    code logs), its final training return, and the budget, the pretraining cost against it and the
+    wall time per run."""
     header = ["| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
               "| --- | --- | --- | " + " | ".join("---" for _ in STRATEGIES) + " |"]
-    runs = runs_by_seed(rows)
-    best_lines, final_lines, costs = [], [], []
+    runs, train = runs_by_seed(rows), curves(rows, "train_return")
+    best_lines, best_train_lines, final_lines, costs = [], [], [], []
     for (task, settings, budget), strategies in sorted(curves(rows).items()):
-        best_cells, final_cells = [], []
+        best_cells, best_train_cells, final_cells = [], [], []
         for strategy in STRATEGIES:
             best = [max(r for _, r in points) for points in strategies.get(strategy, {}).values()]
-            best_cells.append(f"{np.mean(best):.2f} +- {np.std(best):.2f} (n={len(best)})" if best else "")
+            best_cells.append(_mean_std(best, n=True))
+            best_train = [max(r for _, r in points) for points in train[(task, settings, budget)].get(strategy, {}).values()]
+            best_train_cells.append(_mean_std(best_train))
             seeds = runs.get((task, settings, budget, strategy), {})
-            final = [np.nanmean([float(r["train_return"]) for r in run[-5:]]) for run in seeds.values()]
-            final_cells.append(f"{np.mean(final):.2f} +- {np.std(final):.2f}" if final else "")
+            final_cells.append(_mean_std([np.nanmean([float(r["train_return"]) for r in run[-5:]])
+                                          for run in seeds.values()]))
             if seeds:
                 last = [run[-1] for run in seeds.values()]  # the last row of each seed holds its totals
-                pretraining = int(last[0]["pretraining_env_steps"] or 0)
-                costs.append(f"| {task} | {strategy} | {int(budget):,} | {pretraining:,} | "
-                             f"{pretraining / int(budget):.3f} | "
+                pretraining = [int(r["pretraining_env_steps"] or 0) for r in last]
+                spread = f"{min(pretraining):,}" + (f"-{max(pretraining):,}" if max(pretraining) > min(pretraining) else "")
+                costs.append(f"| {task} | {strategy} | {int(budget):,} | {spread} | "
+                             f"{max(pretraining) / int(budget):.3f} | "
                              f"{np.mean([float(r['wall_s']) for r in last]) / 60:.1f} |")
         prefix = f"| {task} | {settings or 'tuned'} | {int(budget):,} | "
         best_lines.append(prefix + " | ".join(best_cells) + " |")
+        best_train_lines.append(prefix + " | ".join(best_train_cells) + " |")
         final_lines.append(prefix + " | ".join(final_cells) + " |")
     return "\n".join([
         *header, *best_lines, "",
+        "Max training return (the sampling policy, mean of the last 100 episodes: RLlib's "
+        "`metrics_num_episodes_for_smoothing`; the paper's released code logs only this), "
+        "mean +- std over seeds:", "",
+        *header, *best_train_lines, "",
         "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
         "mean +- std over seeds:", "", *header, *final_lines, "",
-        "Pretraining (random-policy env steps) against the RL budget, and wall time per run:", "",
+        "Pretraining (random-policy env steps, fewest-most over seeds) against the RL budget "
+        "(ratio: the most), and wall time per run:", "",
         "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
         "| --- | --- | --- | --- | --- | --- |", *costs])
 
@@ -196,9 +219,12 @@ def report(csv_path: Path, out: Path) -> None:
         print(f"No runs in {csv_path} yet.")
         return
     out.mkdir(parents=True, exist_ok=True)
-    for (task, settings, budget), strategies in sorted(curves(rows).items()):
+    by_column = {column: curves(rows, column) for column in PANELS}
+    for key in sorted(by_column["eval_return"]):
+        task, settings, budget = key
         suffix = "" if not settings else "_" + "".join(c if c.isalnum() else "_" for c in settings)[:40]
-        path = plot_task(task, strategies, out / f"learning_{task}_{int(budget) // 1000}k{suffix}.png",
+        path = plot_task({column: c[key] for column, c in by_column.items()},
+                         out / f"learning_{task}_{int(budget) // 1000}k{suffix}.png",
                          f"{task}, {int(budget):,} env steps" + (f", {settings}" if settings else ""))
         print(f"Plot: {path}")
     text = table(rows)
