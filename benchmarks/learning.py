@@ -201,9 +201,8 @@ def table(rows: list[dict]) -> str:
         final_lines.append(prefix + " | ".join(final_cells) + " |")
     return "\n".join([
         *header, *best_lines, "",
-        "Max training return (the sampling policy, mean of the last 100 episodes: RLlib's "
-        "`metrics_num_episodes_for_smoothing`; the paper's released code logs only this), "
-        "mean +- std over seeds:", "",
+        "Max training return (the sampling policy: the best of the iterations' "
+        "`episode_return_mean`; the paper's released code logs only this), mean +- std over seeds:", "",
         *header, *best_train_lines, "",
         "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
         "mean +- std over seeds:", "", *header, *final_lines, "",
