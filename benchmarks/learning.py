@@ -176,15 +176,19 @@ def table(rows: list[dict]) -> str:
     wall time per run."""
     header = ["| task | settings | env steps | " + " | ".join(STRATEGIES) + " |",
               "| --- | --- | --- | " + " | ".join("---" for _ in STRATEGIES) + " |"]
-    runs, train = runs_by_seed(rows), curves(rows, "train_return")
+    runs, evaluation, train = runs_by_seed(rows), curves(rows), curves(rows, "train_return")
+
+    def best(by_task: dict, key: tuple, strategy: str) -> list[float]:
+        """Each seed's best value over its run."""
+        return [max(r for _, r in points) for points in by_task[key].get(strategy, {}).values()]
+
     best_lines, best_train_lines, final_lines, costs = [], [], [], []
-    for (task, settings, budget), strategies in sorted(curves(rows).items()):
+    for task, settings, budget in sorted(evaluation):
+        key = (task, settings, budget)
         best_cells, best_train_cells, final_cells = [], [], []
         for strategy in STRATEGIES:
-            best = [max(r for _, r in points) for points in strategies.get(strategy, {}).values()]
-            best_cells.append(_mean_std(best, n=True))
-            best_train = [max(r for _, r in points) for points in train[(task, settings, budget)].get(strategy, {}).values()]
-            best_train_cells.append(_mean_std(best_train))
+            best_cells.append(_mean_std(best(evaluation, key, strategy), n=True))
+            best_train_cells.append(_mean_std(best(train, key, strategy)))
             seeds = runs.get((task, settings, budget, strategy), {})
             final_cells.append(_mean_std([np.nanmean([float(r["train_return"]) for r in run[-5:]])
                                           for run in seeds.values()]))
