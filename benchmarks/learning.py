@@ -163,6 +163,27 @@ def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path
     return path
 
 
+def reach_thresholds(rows: list[dict]) -> dict[str, float]:
+    """Per task, 90% of the way from its lowest to its highest training return over all runs:
+    a level every strategy is measured against, whatever the sign and scale of the returns."""
+    returns: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if not np.isnan(float(r["train_return"])):
+            returns[r["task"]].append(float(r["train_return"]))
+    return {task: min(v) + 0.9 * (max(v) - min(v)) for task, v in returns.items()}
+
+
+def _reach(seeds: dict[str, list[tuple[int, float]]], threshold: float) -> str:
+    """Fewest-most over seeds of the env steps at which the training return first reaches threshold."""
+    if not seeds:
+        return ""
+    firsts = [next((steps for steps, value in points if value >= threshold), None) for points in seeds.values()]
+    reached = [f for f in firsts if f is not None]
+    text = (f"{min(reached):,}" + (f"-{max(reached):,}" if max(reached) > min(reached) else "")) if reached else ""
+    missed = len(firsts) - len(reached)
+    return ", ".join(filter(None, [text, f"never in {missed}" if missed else ""]))
+
+
 def _mean_std(values: list[float], n: bool = False) -> str:
     if not values:
         return ""
@@ -182,13 +203,15 @@ def table(rows: list[dict]) -> str:
         """Each seed's best value over its run."""
         return [max(r for _, r in points) for points in by_task[key].get(strategy, {}).values()]
 
-    best_lines, best_train_lines, final_lines, costs = [], [], [], []
+    thresholds = reach_thresholds(rows)
+    best_lines, best_train_lines, final_lines, reach_lines, costs = [], [], [], [], []
     for task, settings, budget in sorted(evaluation):
         key = (task, settings, budget)
-        best_cells, best_train_cells, final_cells = [], [], []
+        best_cells, best_train_cells, final_cells, reach_cells = [], [], [], []
         for strategy in STRATEGIES:
             best_cells.append(_mean_std(best(evaluation, key, strategy), n=True))
             best_train_cells.append(_mean_std(best(train, key, strategy)))
+            reach_cells.append(_reach(train[key].get(strategy, {}), thresholds[task]))
             seeds = runs.get((task, settings, budget, strategy), {})
             final_cells.append(_mean_std([np.nanmean([float(r["train_return"]) for r in run[-5:]])
                                           for run in seeds.values()]))
@@ -203,6 +226,7 @@ def table(rows: list[dict]) -> str:
         best_lines.append(prefix + " | ".join(best_cells) + " |")
         best_train_lines.append(prefix + " | ".join(best_train_cells) + " |")
         final_lines.append(prefix + " | ".join(final_cells) + " |")
+        reach_lines.append(prefix + " | ".join(reach_cells) + " |")
     return "\n".join([
         *header, *best_lines, "",
         "Max training return (the sampling policy: the best of the iterations' "
@@ -210,6 +234,9 @@ def table(rows: list[dict]) -> str:
         *header, *best_train_lines, "",
         "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
         "mean +- std over seeds:", "", *header, *final_lines, "",
+        "Env steps until the training return first reaches 90% of the way from the task's lowest to its "
+        "highest training return in this file (" + ", ".join(f"{t}: {v:.2f}" for t, v in sorted(thresholds.items()))
+        + "), fewest-most over seeds (never: a seed that did not):", "", *header, *reach_lines, "",
         "Pretraining (random-policy env steps, fewest-most over seeds) against the RL budget "
         "(ratio: the most), and wall time per run:", "",
         "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
