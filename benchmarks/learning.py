@@ -179,9 +179,15 @@ def _reach(seeds: dict[str, list[tuple[int, float]]], threshold: float) -> str:
         return ""
     firsts = [next((steps for steps, value in points if value >= threshold), None) for points in seeds.values()]
     reached = [f for f in firsts if f is not None]
-    text = (f"{min(reached):,}" + (f"-{max(reached):,}" if max(reached) > min(reached) else "")) if reached else ""
     missed = len(firsts) - len(reached)
-    return ", ".join(filter(None, [text, f"never in {missed}" if missed else ""]))
+    return ", ".join(filter(None, [_range(reached), f"never in {missed}" if missed else ""]))
+
+
+def _range(values: list[int]) -> str:
+    """``fewest-most`` (one number where they agree); empty for none."""
+    if not values:
+        return ""
+    return f"{min(values):,}" + (f"-{max(values):,}" if max(values) > min(values) else "")
 
 
 def _mean_std(values: list[float], n: bool = False) -> str:
@@ -218,8 +224,7 @@ def table(rows: list[dict]) -> str:
             if seeds:
                 last = [run[-1] for run in seeds.values()]  # the last row of each seed holds its totals
                 pretraining = [int(r["pretraining_env_steps"] or 0) for r in last]
-                spread = f"{min(pretraining):,}" + (f"-{max(pretraining):,}" if max(pretraining) > min(pretraining) else "")
-                costs.append(f"| {task} | {strategy} | {int(budget):,} | {spread} | "
+                costs.append(f"| {task} | {strategy} | {int(budget):,} | {_range(pretraining)} | "
                              f"{max(pretraining) / int(budget):.3f} | "
                              f"{np.mean([float(r['wall_s']) for r in last]) / 60:.1f} |")
         prefix = f"| {task} | {settings or 'tuned'} | {int(budget):,} | "
