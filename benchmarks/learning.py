@@ -163,13 +163,13 @@ def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path
     return path
 
 
-def reach_thresholds(rows: list[dict]) -> dict[str, float]:
-    """Per task, 90% of the way from its lowest to its highest training return over all runs:
-    a level every strategy is measured against, whatever the sign and scale of the returns."""
+def reach_thresholds(train: dict[tuple, dict]) -> dict[str, float]:
+    """Per task, 90% of the way from its lowest to its highest training return over all runs
+    (``train``: :func:`curves` of ``train_return``): a level every strategy is measured against,
+    whatever the sign and scale of the returns."""
     returns: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        if not np.isnan(float(r["train_return"])):
-            returns[r["task"]].append(float(r["train_return"]))
+    for (task, _, _), strategies in train.items():
+        returns[task] += [value for seeds in strategies.values() for points in seeds.values() for _, value in points]
     return {task: min(v) + 0.9 * (max(v) - min(v)) for task, v in returns.items()}
 
 
@@ -209,7 +209,7 @@ def table(rows: list[dict]) -> str:
         """Each seed's best value over its run."""
         return [max(r for _, r in points) for points in by_task[key].get(strategy, {}).values()]
 
-    thresholds = reach_thresholds(rows)
+    thresholds = reach_thresholds(train)
     best_lines, best_train_lines, final_lines, reach_lines, costs = [], [], [], [], []
     for task, settings, budget in sorted(evaluation):
         key = (task, settings, budget)
