@@ -87,7 +87,9 @@ def test_callback_survives_env_runner_restart_and_checkpoint_restore(ray_session
         # The EnvRunner's process dies; Ray restarts it with the config it was created with, which
         # is the shared one (the callback rebuilt the EnvRunners from it). Restore it by hand.
         os.kill(pid, signal.SIGKILL)
-        for _ in range(60):
+        # The new worker imports RLlib and torch again: 5-6 s of CPU on a quiet 2-core machine,
+        # many times that on a loaded one.
+        for _ in range(180):
             time.sleep(1)
             algo.restore_env_runners(algo.env_runner_group)
             states = env_runner_states(algo)  # healthy ones only

@@ -217,9 +217,11 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
         obs, next_obs, reward = (_standardise(obs, row_mask), _standardise(next_obs, row_mask),
                                  _standardise(reward))
     identity = torch.as_tensor(decoy_identities(data.agent, n_agents))
-    obs_act = torch.as_tensor(np.concatenate([obs, data.action], axis=1))
-    targets = torch.as_tensor(np.concatenate([next_obs, reward], axis=1))
-    target_mask = torch.as_tensor(np.concatenate([row_mask, np.ones_like(reward, bool)], axis=1))
+    # One table of every row's inputs, targets and target mask: a minibatch is one gather.
+    table = torch.as_tensor(np.concatenate(
+        [obs, data.action, next_obs, reward, row_mask, np.ones_like(reward)], axis=1, dtype=np.float32))
+    n_in, n_out = obs.shape[1] + data.action.shape[1], obs.shape[1] + 1
+    obs_act = table[:, :n_in]
 
     gen = torch.Generator().manual_seed(options.seed)
     with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
@@ -228,7 +230,8 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
                                     options.latent_dim, options.hidden_size)
     if decoder_init is not None:
         model.decoder.load_state_dict(decoder_init[0])
-    optimiser = torch.optim.Adam(model.parameters(), lr=options.lr)
+    # foreach: the per-parameter arithmetic of the default loop (same numbers) in fewer calls.
+    optimiser = torch.optim.Adam(model.parameters(), lr=options.lr, foreach=True)
     auto = options.updates == "auto"
     max_updates = options.max_updates if auto else options.updates
     if auto:
@@ -245,8 +248,10 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
 
     def loss_of(rows: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss to minimise, and the squared errors of next observation and of reward."""
-        pred, mean, log_var = model(identity[rows], obs_act[rows], noise)
-        error = (pred - targets[rows]) ** 2 * target_mask[rows]
+        batch = table[rows]
+        inputs, targets, target_mask = batch[:, :n_in], batch[:, n_in:n_in + n_out], batch[:, n_in + n_out:]
+        pred, mean, log_var = model(identity[rows], inputs, noise)
+        error = (pred - targets) ** 2 * target_mask
         kl = -0.5 * (1 + log_var - mean**2 - log_var.exp()).sum(-1).mean()
         obs_error, reward_error = error[:, :-1].sum(-1).mean(), error[:, -1].mean()
         return obs_error + reward_error + options.kl_weight * kl, obs_error, reward_error
