@@ -44,7 +44,10 @@ DECOYS = 4
 """Identities per agent in the encoder; 4 give 3 independent noise contrasts per agent and two
 disjoint halves of the data (decoys 0-1 and 2-3) for the stability check."""
 CHECK_EVERY = 100
-"""Updates between two evaluations of the convergence loss."""
+"""Updates between two evaluations of the convergence loss. Every 50 halved the fits of small
+data (the panel's two-agent and MPE tasks 6-14 s instead of 8-24) but stopped large fits early:
+less fitted, LBF of equal levels, C-RWARE(2)-(3) and pistonball then took rounds up to the 128k
+cap (220-530 s; docs/pretraining.md, Measurements)."""
 PATIENCE = 3
 """Checks without an improvement of THRESHOLD that make a plateau."""
 THRESHOLD = 0.02
