@@ -61,7 +61,8 @@ def finished_runs(path: Path) -> set[tuple]:
 
 def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, *, eval_every: int,
               eval_episodes: int) -> list[dict]:
-    """Trains one tuned config for ``budget`` env steps; returns one row per evaluation."""
+    """Trains one tuned config for ``budget`` env steps; returns one row per training
+    iteration from the first evaluation on."""
     from ray.tune.utils import deep_update
 
     from rllib_seps.cli.experiment_file import load_experiments, share
@@ -85,12 +86,14 @@ def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, 
             result = algo.train()
             iteration += 1
             steps = int(result.get(STEPS_KEY) or result["env_runners"].get(STEPS_KEY, steps))
-            evaluation = result.get("evaluation")
+            # RLlib evaluates in every eval_every-th iteration and repeats that result in the next
+            # one's: read it only where it is new.
+            evaluation = result.get("evaluation") if iteration % eval_every == 0 else None
             if evaluation is None and steps >= budget:  # the last point of every curve
                 evaluation = algo.evaluate()
-            if evaluation is None:
+            if evaluation is None and not rows:  # every curve starts at its first evaluation
                 continue
-            eval_return = evaluation["env_runners"]["episode_return_mean"]
+            eval_return = evaluation["env_runners"]["episode_return_mean"] if evaluation else float("nan")
             train_return = result["env_runners"].get("episode_return_mean", float("nan"))
             rows.append({"iteration": iteration, "env_steps": steps, "eval_return": eval_return,
                          "train_return": train_return, "wall_s": round(time.perf_counter() - start, 1),
@@ -120,7 +123,7 @@ def runs_by_seed(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
 
 def curves(rows: list[dict], column: str = "eval_return") -> dict[tuple, dict[str, dict[str, list[tuple[int, float]]]]]:
     """(task, settings, budget) -> strategy -> seed -> [(env steps, ``column``)], at the rows that
-    hold it (before the first evaluation, ``eval_return`` is NaN)."""
+    hold it (``eval_return`` is NaN in the iterations without an evaluation)."""
     out: dict = defaultdict(dict)
     for (task, settings, budget, strategy), seeds in runs_by_seed(rows).items():
         out[(task, settings, budget)][strategy] = {
