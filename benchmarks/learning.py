@@ -166,14 +166,21 @@ def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path
     return path
 
 
+def environment(task: str, settings: str) -> str:
+    """The task, and the ``env_config`` of ``settings`` where they change the environment."""
+    env_config = json.loads(settings).get("env_config") if settings else None
+    return task + (f" {json.dumps(env_config, sort_keys=True)}" if env_config else "")
+
+
 def reach_thresholds(train: dict[tuple, dict]) -> dict[str, float]:
-    """Per task, 90% of the way from its lowest to its highest training return over all runs
-    (``train``: :func:`curves` of ``train_return``): a level every strategy is measured against,
-    whatever the sign and scale of the returns."""
+    """Per environment (:func:`environment`), 90% of the way from its lowest to its highest
+    training return over all runs (``train``: :func:`curves` of ``train_return``): a level every
+    strategy is measured against, whatever the sign and scale of the returns."""
     returns: dict[str, list[float]] = defaultdict(list)
-    for (task, _, _), strategies in train.items():
-        returns[task] += [value for seeds in strategies.values() for points in seeds.values() for _, value in points]
-    return {task: min(v) + 0.9 * (max(v) - min(v)) for task, v in returns.items()}
+    for (task, settings, _), strategies in train.items():
+        returns[environment(task, settings)] += [
+            value for seeds in strategies.values() for points in seeds.values() for _, value in points]
+    return {env: min(v) + 0.9 * (max(v) - min(v)) for env, v in returns.items()}
 
 
 def _reach(seeds: dict[str, list[tuple[int, float]]], threshold: float) -> str:
@@ -220,14 +227,14 @@ def table(rows: list[dict]) -> str:
         for strategy in STRATEGIES:
             best_cells.append(_mean_std(best(evaluation, key, strategy), n=True))
             best_train_cells.append(_mean_std(best(train, key, strategy)))
-            reach_cells.append(_reach(train[key].get(strategy, {}), thresholds[task]))
+            reach_cells.append(_reach(train[key].get(strategy, {}), thresholds[environment(task, settings)]))
             seeds = runs.get((task, settings, budget, strategy), {})
             final_cells.append(_mean_std([np.nanmean([float(r["train_return"]) for r in run[-5:]])
                                           for run in seeds.values()]))
             if seeds:
                 last = [run[-1] for run in seeds.values()]  # the last row of each seed holds its totals
                 pretraining = [int(r["pretraining_env_steps"] or 0) for r in last]
-                costs.append(f"| {task} | {strategy} | {int(budget):,} | {_range(pretraining)} | "
+                costs.append(f"| {task} | {settings or 'tuned'} | {strategy} | {int(budget):,} | {_range(pretraining)} | "
                              f"{max(pretraining) / int(budget):.3f} | "
                              f"{np.mean([float(r['wall_s']) for r in last]) / 60:.1f} |")
         prefix = f"| {task} | {settings or 'tuned'} | {int(budget):,} | "
@@ -242,13 +249,13 @@ def table(rows: list[dict]) -> str:
         *header, *best_train_lines, "",
         "Training return (the sampling policy, not greedy) over the last 5 iterations of each run, "
         "mean +- std over seeds:", "", *header, *final_lines, "",
-        "Env steps until the training return first reaches 90% of the way from the task's lowest to its "
+        "Env steps until the training return first reaches 90% of the way from the environment's lowest to its "
         "highest training return in this file (" + ", ".join(f"{t}: {v:.2f}" for t, v in sorted(thresholds.items()))
         + "), fewest-most over seeds (never: a seed that did not):", "", *header, *reach_lines, "",
         "Pretraining (random-policy env steps, fewest-most over seeds) against the RL budget "
         "(ratio: the most), and wall time per run:", "",
-        "| task | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
-        "| --- | --- | --- | --- | --- | --- |", *costs])
+        "| task | settings | strategy | RL env steps | pretraining env steps | ratio | minutes per run |",
+        "| --- | --- | --- | --- | --- | --- | --- |", *costs])
 
 
 def report(csv_path: Path, out: Path) -> None:

@@ -262,3 +262,14 @@ def test_lbf_reset_seed_does_not_depend_on_history():
 def test_lbf_rejects_mismatched_levels():
     with pytest.raises(ValueError, match="levels must give one positive level"):
         LevelBasedForaging(agents_per_level=(4, 4, 4), levels=(1, 2))
+
+
+def test_lbf_food_levels_stay_within_the_given_range():
+    env = LevelBasedForaging(min_food_level=2, seed=0)
+    levels = set()
+    for seed in range(5):
+        env.reset(seed=seed)
+        levels |= set(env.base.field[env.base.field > 0].tolist())
+    assert levels == {2, 3}
+    with pytest.raises(ValueError, match="min_food_level must be between 1 and max_food_level"):
+        LevelBasedForaging(min_food_level=4)

@@ -15,11 +15,12 @@ Two changes from the stock ``ForagingEnv``:
 
 Defaults (the paper's LBF: 12 agents, levels 1-2-3, 4 of each): a 15x15 grid with 8 foods and sight
 4 (a 9x9 view, so the task stays partially observable, as in the paper), 50-step episodes. Food
-levels are drawn from ``1..max_food_level``, by default the sum of the three lowest agent levels
-(stock rule; 3 here): a level-3 agent can load any food alone, a level-1 agent needs partners for
-food above level 1, so the best behaviour depends on the hidden level. 8 foods in 15x15 is about
-the density of the stock 8x8/2-food tasks and leaves room for the stock rule that food is never
-spawned next to other food. Observation size with the defaults: ``3 * 8 + 2 * 12 = 48``;
+levels are drawn from ``min_food_level..max_food_level``: 1 up to the sum of the three lowest agent
+levels (stock rule; 3 here). A level-3 agent can load any food alone, a level-1 agent needs
+partners for food above level 1 (with ``min_food_level=2``, for every food), so what an agent can
+do alone depends on its hidden level (docs/RESULTS.md measures how much that changes the returns
+policies reach). 8 foods in 15x15 is about the density of the stock 8x8/2-food tasks and leaves
+room for the stock rule that food is never spawned next to other food. Observation size with the defaults: ``3 * 8 + 2 * 12 = 48``;
 actions ``Discrete(6)`` (none, north, south, west, east, load).
 """
 
@@ -69,11 +70,13 @@ class LevelBasedForaging(TypedParallelEnv):
         sight: View radius (``field_size`` or more makes the grid fully observable).
         max_episode_steps: Time limit in steps (reported as truncation; collecting all food
             terminates).
+        min_food_level: Lowest food level.
         max_food_level: Highest food level; defaults to the sum of the three lowest agent levels.
         seed: Seed of the first reset; later resets continue the same random stream.
 
     Raises:
-        ValueError: On mismatched or non-positive counts and levels, or too small a grid.
+        ValueError: On mismatched or non-positive counts and levels, food levels out of order, or
+            too small a grid.
     """
 
     TYPE_ATTRIBUTE = "types"  # level index per agent
@@ -82,7 +85,7 @@ class LevelBasedForaging(TypedParallelEnv):
 
     def __init__(self, agents_per_level: Sequence[int] = (4, 4, 4), levels: Sequence[int] = (1, 2, 3),
                  field_size: int = 15, n_food: int = 8, sight: int = 4, max_episode_steps: int = 50,
-                 max_food_level: int | None = None, seed: int | None = None) -> None:
+                 min_food_level: int = 1, max_food_level: int | None = None, seed: int | None = None) -> None:
         counts = tuple(int(c) for c in agents_per_level)
         levels = tuple(int(lv) for lv in levels)
         if not counts or min(counts) < 1:
@@ -100,8 +103,11 @@ class LevelBasedForaging(TypedParallelEnv):
         self.levels = np.array(levels)[self.types]
         if max_food_level is None:
             max_food_level = int(np.sort(self.levels)[:3].sum())
+        if not 1 <= min_food_level <= max_food_level:
+            raise ValueError(f"min_food_level must be between 1 and max_food_level ({max_food_level}), "
+                             f"got {min_food_level}.")
         self.base = FixedLevelForagingEnv(
-            self.levels.tolist(), min_food_level=1, max_food_level=int(max_food_level),
+            self.levels.tolist(), min_food_level=int(min_food_level), max_food_level=int(max_food_level),
             field_size=(field_size, field_size), max_num_food=n_food, sight=sight,
             max_episode_steps=max_episode_steps, force_coop=False, normalize_reward=True,
             grid_observation=False, observe_agent_levels=False, penalty=0.0,
