@@ -15,13 +15,13 @@ Two changes from the stock ``ForagingEnv``:
 
 Defaults (the paper's LBF: 12 agents, levels 1-2-3, 4 of each): a 15x15 grid with 8 foods and sight
 4 (a 9x9 view, so the task stays partially observable, as in the paper), 50-step episodes. Food
-levels are drawn from ``min_food_level..max_food_level``: 1 up to the sum of the three lowest agent
-levels (stock rule; 3 here). A level-3 agent can load any food alone, a level-1 agent needs
+levels are drawn from ``min_food_level..max_food_level``, by default 1 up to the sum of the three
+lowest agent levels (stock rule; 3 here). A level-3 agent can load any food alone, a level-1 agent needs
 partners for food above level 1 (with ``min_food_level=2``, for every food), so what an agent can
 do alone depends on its hidden level (docs/RESULTS.md measures how much that changes the returns
 policies reach). 8 foods in 15x15 is about the density of the stock 8x8/2-food tasks and leaves
-room for the stock rule that food is never spawned next to other food. Observation size with the defaults: ``3 * 8 + 2 * 12 = 48``;
-actions ``Discrete(6)`` (none, north, south, west, east, load).
+room for the stock rule that food is never spawned next to other food. Observation size with the
+defaults: ``3 * 8 + 2 * 12 = 48``; actions ``Discrete(6)`` (none, north, south, west, east, load).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class LevelBasedForaging(TypedParallelEnv):
             max_food_level = int(np.sort(self.levels)[:3].sum())
         if not 1 <= min_food_level <= max_food_level:
             raise ValueError(f"min_food_level must be between 1 and max_food_level ({max_food_level}), "
-                             f"got {min_food_level}.")
+                             f"got {min_food_level}: lower it or raise max_food_level.")
         self.base = FixedLevelForagingEnv(
             self.levels.tolist(), min_food_level=int(min_food_level), max_food_level=int(max_food_level),
             field_size=(field_size, field_size), max_num_food=n_food, sight=sight,
