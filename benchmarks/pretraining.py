@@ -33,7 +33,8 @@ K=1 else 0), whether the decision was confident, transitions per agent and the r
 collected them, encoder updates (last round), wall time of rollouts, encoder and clustering and
 in total, the CPU time of this process (pretraining runs on one thread, so on a busy machine
 this is close to the wall time it would take on a quiet one, less any rollouts that ran as Ray
-tasks), and the process's peak memory; then a summary line per task and overall.
+tasks), and the process's peak memory; then a summary line per task and overall. The first line
+names the versions and CPU kernels that set the fit's rounding.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ import time
 import warnings
 from typing import Callable
 
+import numpy as np
 import ray
+import sklearn
+import torch
 import yaml
 from sklearn.metrics import adjusted_rand_score
 
@@ -178,6 +182,9 @@ def main() -> int:
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     warnings.simplefilter("ignore")
 
+    # Decisions near the edge move with the rounding of the fit (docs/pretraining.md): name what sets it.
+    print(f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels), numpy {np.__version__}, "
+          f"scikit-learn {sklearn.__version__}")
     print(f"{'task':<24} {'seed':>4} {'N':>4} {'true K':>6} {'K':>3} {'ARI':>5} {'conf':>5} "
           f"{'trans/agent':>11} {'rounds':>22} {'updates':>7} {'rollout s':>9} {'encoder s':>9} "
           f"{'cluster s':>9} {'total s':>7} {'cpu s':>6} {'peak GiB':>8}")

@@ -251,6 +251,26 @@ def test_lbf_levels_are_not_observed():
     assert a.agent_types == b.agent_types  # the type is the level index, not the level
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"field_size": 6, "n_food": 3, "sight": 2, "agents_per_level": (2, 2)},
+                                    {"field_size": 8, "sight": 8}], ids=["paper", "small", "full_view"])
+def test_lbf_observations_equal_the_stock_ones(kwargs):
+    # The env computes valid actions and observations itself, for speed: they must be the stock
+    # methods', at every step (also where views are cut by the grid's edges). Fails if lbforaging
+    # changes them.
+    env = LevelBasedForaging(**{"levels": (1, 2, 3)[:len(kwargs.get("agents_per_level", (4, 4, 4)))], **kwargs})
+    rng = np.random.default_rng(0)
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        while env.agents:
+            valid = env.base._valid_actions
+            ForagingEnv._gen_valid_moves(env.base)
+            assert valid == env.base._valid_actions
+            stock = ForagingEnv._make_gym_obs(env.base)
+            assert all(np.array_equal(obs[a], o) and obs[a].dtype == o.dtype
+                       for a, o in zip(env.possible_agents, stock))
+            obs, *_ = env.step({a: int(rng.integers(6)) for a in env.agents})
+
+
 def test_lbf_reset_seed_does_not_depend_on_history():
     fresh, used = LevelBasedForaging(), LevelBasedForaging(seed=1)
     used.reset()
