@@ -212,15 +212,17 @@ def test_a_difference_near_the_noise_is_not_confident():
     assert "more data" in result.reason
 
 
-@pytest.mark.parametrize("separation_, null, stability, unresolved, emerging", [
-    (19.8, 3.7, 0.74, False, True),   # LBF's third level at 32k per agent: beyond noise, halves partly agree
-    (5.0, 3.0, 1.00, True, False),    # reproducible, beyond the noise maximum but not twice it
-    (2.8, 2.1, 0.69, False, False),   # partly reproducible, within twice the noise maximum
-    (19.8, 3.7, 0.30, False, False),  # the halves disagree: a split of noise
-    (19.8, 3.7, 1.00, False, False),  # passes: resolved
+@pytest.mark.parametrize("k, separation_, null, stability, relative, unresolved, emerging", [
+    (3, 19.8, 3.7, 0.74, 0.45, False, True),   # LBF's third level at 32k per agent: beyond noise, halves partly agree
+    (3, 1.3, 2.8, 0.61, 0.36, False, True),    # LBF seed 4's at 44k: within the noise, but partly reproducible, type-sized
+    (3, 5.0, 3.0, 1.00, 1.00, True, False),    # reproducible, beyond the noise maximum but not twice it
+    (3, 2.8, 2.1, 0.69, 0.20, False, False),   # partly reproducible, within twice the noise maximum, a split within a type
+    (2, 2.8, 2.1, 0.69, 1.00, False, False),   # K=2 has no size to judge: within twice the noise maximum is too little
+    (3, 19.8, 3.7, 0.30, 1.00, False, False),  # the halves disagree: a split of noise
+    (3, 19.8, 3.7, 1.00, 1.00, False, False),  # passes: resolved
 ])
-def test_a_finer_k_that_more_data_may_decide(separation_, null, stability, unresolved, emerging):
-    candidate = Candidate(3, separation_, null, stability, 0.0)
+def test_a_finer_k_that_more_data_may_decide(k, separation_, null, stability, relative, unresolved, emerging):
+    candidate = Candidate(k, separation_, null, stability, 0.0, relative_effect=relative)
     assert (candidate.unresolved, candidate.emerging) == (unresolved, emerging)
 
 
