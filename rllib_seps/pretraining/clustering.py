@@ -36,10 +36,10 @@ The decision, in four steps:
 
 The decision is *confident* unless a larger K is *unresolved* (reproducible and beyond the
 noise-only maximum, but not by the margin), the next K is *emerging* (the halves agree only in
-part, :data:`PARTIAL_ARI`, and it is beyond the margin or type-sized) or *small* (passes but for its size: more data
-tells a type still being seen from an asymmetry within one) or, for K = 1, the agents' spread around their
-centre is more than in any noise-only draw: then a difference may hide below the noise, and more
-data can resolve it.
+part, :data:`PARTIAL_ARI`, and it is beyond the margin or type-sized) or *small* (passes but for
+its size: more data tells a type still being seen from an asymmetry within one) or, for K = 1,
+the agents' spread around their centre is more than in any noise-only draw: then a difference may
+hide below the noise, and more data can resolve it.
 """
 
 from __future__ import annotations
