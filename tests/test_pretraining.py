@@ -147,8 +147,13 @@ def test_agents_known_exactly_alike_give_k1():
     # No noise and no difference: every point repeats, and k-means finds fewer clusters than asked.
     exact = Embeddings(agent_ids=["a", "b", "c"], decoy_means=np.zeros((3, 4, 5)),
                        decoy_behaviour=np.zeros((3, 4, 5)))
-    result = cluster_agents(exact)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # expected, so no sklearn ConvergenceWarning for the user
+        result = cluster_agents(exact)
     assert result.k == 1, result.reason
+    # A given K that the points cannot fill would leave a module without agents.
+    with pytest.raises(ValueError, match='n_clusters=2: .* only 1 distinct .* n_clusters <= 1, or n_clusters="auto"'):
+        cluster_agents(exact, n_clusters=2)
     # The same in a noise-only draw (repeated contrasts): one cluster is no separation.
     assert separation(np.zeros((3, 5)), np.zeros(3, np.int64), np.ones(3)) == 0.0
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 from threadpoolctl import threadpool_limits
 
@@ -201,7 +202,11 @@ def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
         return np.zeros(len(points), np.int64)
     if k == len(points):
         return np.arange(k, dtype=np.int64)
-    labels = KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit_predict(points)
+    with warnings.catch_warnings():
+        # Repeated points (noise draws repeat some) leave fewer distinct clusters than k; every
+        # caller counts the clusters it got, so sklearn's warning about it would only alarm.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit_predict(points)
     # Renumber clusters in order of their first agent: cluster_0 holds agent 0.
     order = {old: new for new, old in enumerate(dict.fromkeys(labels.tolist()))}
     return np.array([order[label] for label in labels], np.int64)
@@ -345,7 +350,8 @@ def cluster_agents(embeddings: Embeddings, n_clusters: int | str = "auto", *,
         The clustering, with every candidate's numbers for the report.
 
     Raises:
-        ValueError: If a given K is larger than the number of agents or smaller than 1.
+        ValueError: If a given K is larger than the number of agents or smaller than 1, or
+            more than the agents' distinct points.
     """
     # One thread for BLAS and OpenMP: sums in one order, so results do not depend on the machine.
     with threadpool_limits(limits=1):
@@ -375,7 +381,14 @@ def _cluster_agents(embeddings: Embeddings, n_clusters: int | str, cluster_on: s
         if k in (1, n) and n > 1:
             what = "one module for all agents (full sharing)" if k == 1 else "one module per agent (no sharing)"
             warnings.warn(f"n_clusters={k} with {n} agents gives {what}.", stacklevel=3)
-        return Clustering(_kmeans(points, k, seed), k, reason=f"K={k} was given.", **common)
+        labels = _kmeans(points, k, seed)
+        if (distinct := len(np.unique(labels))) < k:
+            raise ValueError(
+                f"n_clusters={k}: the agents' embeddings take only {distinct} distinct values, so "
+                f"{k} clusters would leave a module without agents. Give n_clusters <= {distinct}, or "
+                'n_clusters="auto" to choose K from the embeddings.'
+            )
+        return Clustering(labels, k, reason=f"K={k} was given.", **common)
     if n == 1:
         return Clustering(np.zeros(1, np.int64), 1, reason="one agent: K=1.", **common)
 
