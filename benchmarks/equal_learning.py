@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from learning import append_rows  # benchmarks/ is this script's folder, first on sys.path
+
 FIELDS = ("strategy", "execution", "seed", "iteration", "env_steps", "episode_return_mean", "wall_s", "clusters")
 DEFAULT_CSV = Path(__file__).parent / "results" / "equal_learning.csv"
 
@@ -87,16 +89,6 @@ def train_run(strategy: str, execution: str, seed: int, env_steps: int, num_env_
     finally:
         algo.stop()
     return rows
-
-
-def append(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def curve_at(rows: list[dict], steps: float) -> float:
@@ -175,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             for strategy, execution, seed in todo:
-                append(args.csv, train_run(strategy, execution, seed, args.env_steps, args.num_env_runners))
+                append_rows(args.csv, train_run(strategy, execution, seed, args.env_steps, args.num_env_runners), FIELDS)
         finally:
             ray.shutdown()
     print(report(args.csv, args.env_steps))

@@ -14,8 +14,10 @@ set for RLlib and for SePS, for ``--env-steps`` env steps. Every ``--eval-every`
 return", the name of Table 2's measure. A finished run appends its rows (task, strategy, seed, env steps,
 evaluation and training return, wall time, pretraining env steps) to the CSV and is skipped on
 the next call with the same budget, so a long benchmark can be completed over several sittings;
-an interrupted run starts again. ``--config`` deep-merges settings into every run's config (e.g. the
-execution path); it is part of a run's key, so runs with other settings are never mixed up.
+an interrupted run starts again. Calls on one CSV may run at once (a run keeps about one core busy:
+one call per strategy uses more), each appending its finished runs under a file lock. ``--config``
+deep-merges settings into every run's config (e.g. the execution path); it is part of a run's key,
+so runs with other settings are never mixed up.
 
 Outputs (next to the CSV unless ``--out`` says otherwise): ``learning_<task>_<budget>k.png``
 (mean and std over seeds of the evaluation and the training return, one line per strategy) and
@@ -29,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
+import os
 import shlex
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +62,17 @@ def finished_runs(path: Path) -> set[tuple]:
         return set()
     with path.open() as f:
         return {run_key(r["task"], r["strategy"], r["seed"], r["budget"], r["settings"]) for r in csv.DictReader(f)}
+
+
+def append_rows(path: Path, rows: list[dict], fields: Sequence[str]) -> None:
+    """Appends a finished run's rows to a CSV of runs, with a header if the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # calls in parallel processes may share the CSV
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if os.fstat(f.fileno()).st_size == 0:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, *, eval_every: int,
@@ -314,20 +330,13 @@ def main() -> int:
                 if run_key(t, s, seed, args.env_steps, settings_key) not in done]
         print(f"{len(todo)} run(s) to do, {len(args.tasks) * len(args.seeds) * len(args.strategies) - len(todo)} "
               f"already in {args.csv}", flush=True)
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         try:
             for task, strategy, seed in todo:
                 rows = train_one(task, strategy, seed, args.env_steps, settings,
                                  eval_every=args.eval_every, eval_episodes=args.eval_episodes)
-                new_file = not args.csv.exists()
-                with args.csv.open("a", newline="") as f:  # a finished run at a time: resumable
-                    writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                    if new_file:
-                        writer.writeheader()
-                    for row in rows:
-                        writer.writerow({"task": task, "strategy": strategy, "seed": seed,
-                                         "budget": args.env_steps, "settings": settings_key, **row})
+                append_rows(args.csv, [{"task": task, "strategy": strategy, "seed": seed, "budget": args.env_steps,
+                                        "settings": settings_key, **row} for row in rows], COLUMNS)
         finally:
             ray.shutdown()
     report(args.csv, out)
