@@ -69,13 +69,15 @@ def test_alike_agents_give_one_confident_cluster(creator):
     assert result.confident and set(result.mapping.module_ids) == {"cluster_0"}
 
 
+# Rare rewards make the cost of C-RWARE and LBF depend on the seed (docs/results/
+# pretraining_panel_2026-12-06.txt): C-RWARE(1) seed 2 decides at 8k transitions per agent, seed 0
+# only at the 128k cap (6x the time); LBF seed 2 at 42k, seeds 0, 3 and 4 at the cap (2-2.5x).
+# The panel runs all five seeds.
 @pytest.mark.parametrize("name, seed", [
     ("bps_4", 0),  # types of 2, 2, 2, 15 and 9 agents
     pytest.param("bps_h_1", 0, marks=pytest.mark.slow),
-    pytest.param("crware_1", 0, marks=pytest.mark.slow),
-    # LBF's rare rewards make its cost depend on the seed: seed 3 decides at 40k transitions per
-    # agent, seed 0 only at the 128k cap (3x the time). The panel runs all five.
-    pytest.param("lbf", 3, marks=pytest.mark.slow),
+    pytest.param("crware_1", 2, marks=pytest.mark.slow),
+    pytest.param("lbf", 2, marks=pytest.mark.slow),
 ], ids=["bps_4", "bps_h_1", "crware_1", "lbf"])
 def test_auto_k_recovers_the_types_of_each_paper_family(name, seed):
     """With the package defaults: no per-task budget."""
