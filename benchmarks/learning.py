@@ -169,7 +169,7 @@ def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path
             returns = np.array([[p[1] for p in points[:length]] for points in seeds.values()])
             mean, std = returns.mean(0), returns.std(0)
             colour = f"C{STRATEGIES.index(strategy)}"  # one colour per strategy on every plot
-            ax.plot(steps, mean, color=colour, label=f"{strategy} ({len(seeds)} seeds)")
+            ax.plot(steps, mean, color=colour, label=f"{strategy} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
             ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"{label}, sum over agents")
