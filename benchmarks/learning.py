@@ -17,10 +17,14 @@ the next call with the same budget, so a long benchmark can be completed over se
 an interrupted run starts again. Calls on one CSV may run at once (a run keeps about one core busy:
 one call per strategy uses more), each appending its finished runs under a file lock. ``--config``
 deep-merges settings into every run's config (e.g. the execution path); it is part of a run's key,
-so runs with other settings are never mixed up.
+so runs with other settings are never mixed up. Settings are relative to the tuned file, so each row
+also keeps ``config_hash``, a digest of the values the run trained with: where a tuned file changes
+under committed runs, every call stops with the runs to relabel (give them the settings they ran
+with, e.g. the file's earlier ``minibatch_size``) instead of reporting them as runs of the new file.
 
 Outputs (next to the CSV unless ``--out`` says otherwise): ``learning_<task>_<budget>k.png``
-(mean and std over seeds of the evaluation and the training return, one line per strategy) and
+(mean and std over seeds of the evaluation and the training return, one line per strategy and
+settings; settings that change the environment, ``env_config``, get a plot of their own) and
 ``learning_table.md`` (Table 2's shape; the sampling policy's max and final training return;
 the pretraining cost next to the RL budget, and the wall time per run). The plot's second panel and
 the max training return show the sampling policy, the returns that the paper's released code
@@ -30,8 +34,10 @@ the max training return show the sampling policy, the returns that the paper's r
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -42,13 +48,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNED = ROOT / "tuned_configs"
 TASKS = ["bps_1", "bps_h_1", "crware_1", "lbf"]
 STRATEGIES = ["nops", "fups", "fups_id", "seps", "adaps"]
 COLUMNS = ["task", "strategy", "seed", "budget", "settings", "iteration", "env_steps", "eval_return",
-           "train_return", "wall_s", "pretraining_env_steps", "k"]
+           "train_return", "wall_s", "pretraining_env_steps", "k", "config_hash"]
 STEPS_KEY = "num_env_steps_sampled_lifetime"
 
 
@@ -73,6 +80,47 @@ def append_rows(path: Path, rows: list[dict], fields: Sequence[str]) -> None:
         if os.fstat(f.fileno()).st_size == 0:
             writer.writeheader()
         writer.writerows(rows)
+
+
+def config_hash(task: str, strategy: str, settings: str) -> str:
+    """12 hex digits of a SHA-256 of what a run trains with: the ``config`` of its tuned file with
+    ``settings`` merged in (the seeds, which the CSV keeps apart, and the file's comments left out)."""
+    from ray.tune.utils import deep_update
+
+    (spec,) = yaml.safe_load((TUNED / f"{task}-{strategy}-ppo.yaml").read_text()).values()
+    config = deep_update(copy.deepcopy(spec["config"]), json.loads(settings) if settings else {},
+                         new_keys_allowed=True)
+    config.pop("seed", None)
+    config.get("seps", {}).pop("seed", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_csv(path: Path) -> None:
+    """Fails where the CSV's rows would be read or written wrongly: columns of another version of
+    this script, or runs whose tuned file's values changed since (their settings, relative to the
+    file, would then claim values the runs did not train with)."""
+    if not path.exists():
+        return
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != COLUMNS:
+            raise ValueError(f"{path} has the columns {reader.fieldnames}, this script writes {COLUMNS}: "
+                             "an earlier version wrote it; pass another --csv or move it aside.")
+        expected: dict[tuple, str] = {}
+        stale: dict[tuple, int] = defaultdict(int)
+        for r in reader:
+            key = (r["task"], r["strategy"], r["settings"])
+            if key not in expected:
+                expected[key] = config_hash(*key)
+            if r["config_hash"] != expected[key]:
+                stale[key] += 1
+    if stale:
+        runs = "\n".join(f"  tuned_configs/{task}-{strategy}-ppo.yaml with settings {settings or '{}'}: {n} rows"
+                         for (task, strategy, settings), n in sorted(stale.items()))
+        raise ValueError(
+            f"Runs in {path} trained with other values than their tuned file and settings give now (the file "
+            f"changed since):\n{runs}\nSet their `settings` to the values they ran with (the file's earlier "
+            "values, in its git history); their config_hash then matches again.")
 
 
 def train_one(task: str, strategy: str, seed: int, budget: int, settings: dict, *, eval_every: int,
@@ -151,9 +199,13 @@ def curves(rows: list[dict], column: str = "eval_return") -> dict[tuple, dict[st
 PANELS = {"eval_return": "evaluation return (greedy)", "train_return": "training return (sampling policy)"}
 
 
-def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path:
+LINESTYLES = ["-", "--", ":", "-."]  # a strategy's runs with the tuned file, then with other settings
+
+
+def plot_task(lines_by_column: dict[str, dict], path: Path, title: str) -> Path:
     """Side by side, the greedy evaluation return and the sampling policy's training return
-    against env steps: mean and std over seeds, a line per strategy."""
+    against env steps: mean and std over seeds, a line per strategy and settings
+    (``lines_by_column[column][(strategy, settings)]``: seed -> points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,15 +213,18 @@ def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.2), sharey=True)
     for ax, (column, label) in zip(axes, PANELS.items()):
-        strategies = curves_by_column[column]
-        for strategy in [s for s in STRATEGIES if s in strategies]:
-            seeds = strategies[strategy]
+        lines = lines_by_column[column]
+        for strategy, settings in sorted(lines, key=lambda line: (STRATEGIES.index(line[0]), line[1] != "", line[1])):
+            seeds = lines[(strategy, settings)]
             length = min(len(points) for points in seeds.values())
             steps = np.array([p[0] for p in next(iter(seeds.values()))[:length]])
             returns = np.array([[p[1] for p in points[:length]] for points in seeds.values()])
             mean, std = returns.mean(0), returns.std(0)
             colour = f"C{STRATEGIES.index(strategy)}"  # one colour per strategy on every plot
-            ax.plot(steps, mean, color=colour, label=f"{strategy} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+            variants = sorted({other for s, other in lines if s == strategy}, key=lambda other: (other != "", other))
+            ax.plot(steps, mean, color=colour, linestyle=LINESTYLES[variants.index(settings)],
+                    label=f"{strategy}{' ' + settings if settings else ''} "
+                          f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
             ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"{label}, sum over agents")
@@ -180,6 +235,15 @@ def plot_task(curves_by_column: dict[str, dict], path: Path, title: str) -> Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def split_settings(settings: str) -> tuple[str, str]:
+    """``settings`` (a JSON object) as those that change the environment (``env_config``) and the
+    others, each a JSON object, empty where there are none."""
+    parsed = json.loads(settings) if settings else {}
+    env = {k: v for k, v in parsed.items() if k == "env_config"}
+    others = {k: v for k, v in parsed.items() if k != "env_config"}
+    return tuple(json.dumps(part, sort_keys=True) if part else "" for part in (env, others))
 
 
 def environment(task: str, settings: str) -> str:
@@ -237,7 +301,7 @@ def table(rows: list[dict]) -> str:
 
     thresholds = reach_thresholds(train)
     best_lines, best_train_lines, final_lines, reach_lines, costs = [], [], [], [], []
-    for task, settings, budget in sorted(evaluation):
+    for task, settings, budget in sorted(evaluation, key=lambda key: (key[0], key[1], int(key[2]))):
         key = (task, settings, budget)
         best_cells, best_train_cells, final_cells, reach_cells = [], [], [], []
         for strategy in STRATEGIES:
@@ -280,13 +344,18 @@ def report(csv_path: Path, out: Path) -> None:
         print(f"No runs in {csv_path} yet.")
         return
     out.mkdir(parents=True, exist_ok=True)
-    by_column = {column: curves(rows, column) for column in PANELS}
-    for key in sorted(by_column["eval_return"]):
-        task, settings, budget = key
-        suffix = "" if not settings else "_" + "".join(c if c.isalnum() else "_" for c in settings)[:40]
-        path = plot_task({column: c[key] for column, c in by_column.items()},
-                         out / f"learning_{task}_{int(budget) // 1000}k{suffix}.png",
-                         f"{task}, {int(budget):,} env steps" + (f", {settings}" if settings else ""))
+    # A plot per environment and budget, on which each strategy's runs with other settings are lines
+    # beside its tuned runs.
+    plots: dict[tuple, dict[str, dict]] = defaultdict(lambda: {column: {} for column in PANELS})
+    for column in PANELS:
+        for (task, settings, budget), strategies in curves(rows, column).items():
+            env_settings, other_settings = split_settings(settings)
+            for strategy, seeds in strategies.items():
+                plots[(task, env_settings, budget)][column][(strategy, other_settings)] = seeds
+    for (task, env_settings, budget), lines in sorted(plots.items()):
+        suffix = "" if not env_settings else "_" + "".join(c if c.isalnum() else "_" for c in env_settings)[:40]
+        path = plot_task(lines, out / f"learning_{task}_{int(budget) // 1000}k{suffix}.png",
+                         f"{task}, {int(budget):,} env steps" + (f", {env_settings}" if env_settings else ""))
         print(f"Plot: {path}")
     text = table(rows)
     (out / "learning_table.md").write_text(text + "\n")
@@ -319,6 +388,10 @@ def main() -> int:
     settings = json.loads(args.config)
     settings_key = json.dumps(settings, sort_keys=True) if settings else ""
     print(f"Reproduce: python benchmarks/learning.py {shlex.join(sys.argv[1:])}", flush=True)
+    try:
+        check_csv(args.csv)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
 
     if not args.report_only:
         import ray
@@ -333,10 +406,12 @@ def main() -> int:
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         try:
             for task, strategy, seed in todo:
+                trained_with = config_hash(task, strategy, settings_key)
                 rows = train_one(task, strategy, seed, args.env_steps, settings,
                                  eval_every=args.eval_every, eval_episodes=args.eval_episodes)
                 append_rows(args.csv, [{"task": task, "strategy": strategy, "seed": seed, "budget": args.env_steps,
-                                        "settings": settings_key, **row} for row in rows], COLUMNS)
+                                        "settings": settings_key, "config_hash": trained_with, **row}
+                                       for row in rows], COLUMNS)
         finally:
             ray.shutdown()
     report(args.csv, out)

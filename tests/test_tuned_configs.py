@@ -3,6 +3,7 @@ command end to end: tests/test_cli.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -48,16 +49,48 @@ def test_file_matches_its_name_and_says_how_values_were_chosen(path):
     assert exp.stop, "a tuned config needs a stop criterion"
 
 
-def test_files_of_one_task_differ_only_in_strategy():
+def test_files_of_one_task_differ_only_in_strategy_and_per_module_minibatch():
+    """Strategies are compared on the same values. RLlib counts ``minibatch_size`` rows per module,
+    so a strategy of several modules may take fewer than the one shared module of ``fups``: each of
+    its modules then makes as many updates per iteration (the file's header says why)."""
     import yaml
 
-    by_task: dict[str, dict] = {}
-    for path in CONFIGS:
-        task, strategy, _ = name_parts(path)
-        (spec,) = yaml.safe_load(path.read_text()).values()
-        spec["config"] = {k: v for k, v in spec["config"].items() if k != "seps"}
-        reference = by_task.setdefault(task, spec)
-        assert spec == reference, f"{path.name} differs from the other {task} files beyond seps"
+    specs = {name_parts(path)[:2]: next(iter(yaml.safe_load(path.read_text()).values())) for path in CONFIGS}
+    for (task, strategy), spec in specs.items():
+        shared = specs[(task, "fups")]
+        if strategy not in ("seps", "nops"):
+            assert spec["config"]["minibatch_size"] == shared["config"]["minibatch_size"], (task, strategy)
+        strip = {**spec, "config": {k: v for k, v in spec["config"].items() if k not in ("seps", "minibatch_size")}}
+        reference = {**shared, "config": {k: v for k, v in shared["config"].items() if k not in ("seps", "minibatch_size")}}
+        assert strip == reference, f"{task}-{strategy}-ppo.yaml differs from {task}-fups-ppo.yaml beyond seps"
+
+
+def load_learning_benchmark():
+    spec = importlib.util.spec_from_file_location("learning", ROOT / "benchmarks" / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_learning_runs_trained_with_their_tuned_file_and_settings():
+    """docs/results/learning.csv labels a run by its settings relative to the tuned file: a value
+    changed in a file must come with the runs it changes relabelled."""
+    learning = load_learning_benchmark()
+    learning.check_csv(ROOT / "docs" / "results" / "learning.csv")
+
+
+def test_learning_benchmark_stops_on_runs_of_a_changed_tuned_file(tmp_path):
+    learning = load_learning_benchmark()
+    row = dict.fromkeys(learning.COLUMNS, "0") | {"task": "crware_1", "strategy": "seps", "settings": ""}
+    path = tmp_path / "learning.csv"
+    # Rows of a run that trained with minibatch_size 1000, labelled as a run of the file as it is.
+    row["config_hash"] = learning.config_hash("crware_1", "seps", '{"minibatch_size": 1000}')
+    learning.append_rows(path, [row], learning.COLUMNS)
+    with pytest.raises(ValueError, match=r"crware_1-seps-ppo.yaml with settings \{\}: 1 rows"):
+        learning.check_csv(path)
+    path.write_text("task,strategy\n")
+    with pytest.raises(ValueError, match="an earlier version wrote it"):
+        learning.check_csv(path)
 
 
 @pytest.mark.slow
