@@ -248,8 +248,8 @@ def split_settings(settings: str) -> tuple[str, str]:
 
 def environment(task: str, settings: str) -> str:
     """The task, and the ``env_config`` of ``settings`` where they change the environment."""
-    env_config = json.loads(settings).get("env_config") if settings else None
-    return task + (f" {json.dumps(env_config, sort_keys=True)}" if env_config else "")
+    env_settings = split_settings(settings)[0]
+    return task + (f" {json.dumps(json.loads(env_settings)['env_config'], sort_keys=True)}" if env_settings else "")
 
 
 def reach_thresholds(train: dict[tuple, dict]) -> dict[str, float]:

@@ -55,14 +55,15 @@ def test_files_of_one_task_differ_only_in_strategy_and_per_module_minibatch():
     its modules then makes as many updates per iteration (the file's header says why)."""
     import yaml
 
+    def common(spec: dict) -> dict:
+        return {**spec, "config": {k: v for k, v in spec["config"].items() if k not in ("seps", "minibatch_size")}}
+
     specs = {name_parts(path)[:2]: next(iter(yaml.safe_load(path.read_text()).values())) for path in CONFIGS}
     for (task, strategy), spec in specs.items():
         shared = specs[(task, "fups")]
         if strategy not in ("seps", "nops"):
             assert spec["config"]["minibatch_size"] == shared["config"]["minibatch_size"], (task, strategy)
-        strip = {**spec, "config": {k: v for k, v in spec["config"].items() if k not in ("seps", "minibatch_size")}}
-        reference = {**shared, "config": {k: v for k, v in shared["config"].items() if k not in ("seps", "minibatch_size")}}
-        assert strip == reference, f"{task}-{strategy}-ppo.yaml differs from {task}-fups-ppo.yaml beyond seps"
+        assert common(spec) == common(shared), f"{task}-{strategy}-ppo.yaml differs from {task}-fups-ppo.yaml beyond seps"
 
 
 def load_learning_benchmark():
