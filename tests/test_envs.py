@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lbforaging.foraging.environment import ForagingEnv
-from rware.warehouse import Action, Direction
+from rware.warehouse import Action, Direction, Warehouse
 
 from rllib_seps.envs import ENVIRONMENTS, make_env
 from rllib_seps.envs.bps_h import (
@@ -216,6 +216,27 @@ def test_crware_observations_are_permuted_per_colour_and_show_shelf_colours():
     # The robot's own colour is not in the unpermuted observation.
     env.colours = env.colours[::-1].copy()
     np.testing.assert_array_equal(env.raw_observations(), raw)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"size": "small", "n_agents": 8, "sensor_range": 2, "n_colours": 3}],
+                         ids=["crware_1", "small_range_2"])
+def test_crware_observations_equal_rwares(kwargs):
+    # The env computes rware's observation vectors itself, for all robots at once, for speed: they
+    # must be rware's, at every step (robots and carried shelves moving, views cut by the walls).
+    # Fails if rware changes them.
+    env = ColouredWarehouse(**{"max_steps": 150, **kwargs})
+    base_dim = env.warehouse.observation_space[0].shape[0]
+    rng = np.random.default_rng(0)
+    carried = 0
+    for seed in range(2):
+        env.reset(seed=seed)
+        while env.agents:
+            stock = np.stack([Warehouse._make_obs(env.warehouse, robot) for robot in env.warehouse.agents])
+            ours = env.raw_observations()
+            np.testing.assert_array_equal(ours[:, :base_dim], stock)
+            carried += int(stock[:, 2].sum())
+            env.step({a: int(rng.integers(env.n_actions)) for a in env.agents})
+    assert carried > 0  # the comparison saw robots carrying shelves
 
 
 def test_crware_rejects_unknown_size():

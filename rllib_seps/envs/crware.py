@@ -22,6 +22,10 @@ is no shelf). Shelf colours are observed because they are properties of the worl
 agent, and without them an agent cannot tell which requested shelf is worth carrying. The robot's
 own colour is never observed. With sensor range 1 and 2 colours the size is ``71 + 9 * 2 = 89``.
 
+Observations are computed for all robots at once from the positions, the same values as rware's
+(rware builds each robot's vector in Python, cell by cell: a third of its step's time;
+``tests/test_envs.py`` compares them with rware's at every step).
+
 Presets (Table 1): ``crware_1`` tiny map 4 agents, ``crware_2`` small 8, ``crware_3`` medium 16;
 sensor range 1, 500-step episodes, individual rewards, 2 colours, request queue = number of agents.
 """
@@ -42,6 +46,14 @@ from rllib_seps.envs.typed import TypedParallelEnv
 # rware's named map sizes: (shelf_rows, shelf_columns); column height 8 as in rware's registry.
 SIZES: dict[str, tuple[int, int]] = {"tiny": (1, 3), "small": (2, 3), "medium": (2, 5), "large": (3, 5)}
 _COLUMN_HEIGHT = 8
+
+
+class _Warehouse(Warehouse):
+    """rware's warehouse without its per-robot observations, which :class:`ColouredWarehouse`
+    computes for all robots at once (:meth:`ColouredWarehouse.raw_observations`)."""
+
+    def _make_obs(self, agent):
+        return None
 
 
 def rotate_actions(actions: np.ndarray, colours: np.ndarray, n_actions: int) -> np.ndarray:
@@ -66,7 +78,8 @@ def unrotate_actions(base_actions: np.ndarray, colours: np.ndarray, n_actions: i
 class ColouredWarehouse(TypedParallelEnv):
     """PettingZoo ParallelEnv of C-RWARE (see the module docstring for the rules).
 
-    The base ``rware.warehouse.Warehouse`` is held as :attr:`warehouse`; its agent ``i`` is the
+    The base ``rware.warehouse.Warehouse`` (a subclass that leaves the observations to this env) is
+    held as :attr:`warehouse`; its agent ``i`` is the
     ``i``-th id in sorted order, and its shelf ``j`` has colour ``shelf_colours[j]``.
 
     Args:
@@ -97,7 +110,7 @@ class ColouredWarehouse(TypedParallelEnv):
         if sensor_range < 1 or max_steps < 1:
             raise ValueError(f"sensor_range and max_steps must be >= 1, got {sensor_range} and {max_steps}.")
         rows, cols = SIZES[size]
-        self.warehouse = Warehouse(
+        self.warehouse = _Warehouse(
             shelf_columns=cols, column_height=_COLUMN_HEIGHT, shelf_rows=rows, n_agents=n_agents,
             msg_bits=0, sensor_range=sensor_range,
             request_queue_size=n_agents if request_queue_size is None else request_queue_size,
@@ -118,17 +131,16 @@ class ColouredWarehouse(TypedParallelEnv):
                                    for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(self.n_actions) for a in self.possible_agents}
         self.shelf_colours = np.zeros(0, dtype=np.int64)
-        self._last_raw: tuple = ()
         self._seed = seed
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         # The constructor's seed applies to the first reset only, as in BlindParticleSpread.
         seed, self._seed = (self._seed if seed is None else seed), None
-        raw, _ = self.warehouse.reset(seed=seed)
+        self.warehouse.reset(seed=seed)
         # Drawn from the warehouse's own generator, so one seed fixes the whole episode.
         self.shelf_colours = self.warehouse.np_random.integers(self.n_colours, size=len(self.warehouse.shelfs))
         self.agents = list(self.possible_agents)
-        return self._observe(raw), {a: {} for a in self.agents}
+        return self._observe(), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
         missing = [a for a in self.agents if a not in actions]
@@ -139,11 +151,11 @@ class ColouredWarehouse(TypedParallelEnv):
         if bad:
             raise ValueError(f"Actions out of range Discrete({self.n_actions}): {bad}.")
         base_actions = rotate_actions(chosen, self.colours, self.n_actions)
-        raw, base_rewards, done, _, _ = self.warehouse.step(base_actions.tolist())
+        _, base_rewards, done, _, _ = self.warehouse.step(base_actions.tolist())
         rewards = self._colour_rewards(np.asarray(base_rewards, dtype=np.float64))
         agents = self.agents
         out = (
-            self._observe(raw),
+            self._observe(),
             dict(zip(agents, rewards.tolist())),
             {a: False for a in agents},
             {a: bool(done) for a in agents},  # rware only ends on its time limit
@@ -163,32 +175,37 @@ class ColouredWarehouse(TypedParallelEnv):
                 rewards[i] = base_rewards[i]
         return rewards
 
-    def raw_observations(self, raw: tuple | None = None) -> np.ndarray:
-        """Unpermuted observations ``(n_agents, obs_dim)``: rware's vector plus shelf colours in view.
+    def raw_observations(self) -> np.ndarray:
+        """Unpermuted observations ``(n_agents, obs_dim)`` of the current state: rware's flattened
+        vector (the values rware computes) plus, with ``observe_shelf_colours``, the shelf colours in view."""
+        wh, r = self.warehouse, self.warehouse.sensor_range
+        x, y, direction, carrying = np.array(
+            [(a.x, a.y, a.dir.value, a.carrying_shelf is not None) for a in wh.agents]).T
+        # Robot and shelf id of every cell (0: none; a carried shelf stands under its robot, as in
+        # rware's grid), with a border of r empty cells so that every view is in range.
+        robot_ids, shelf_ids = np.zeros((2, wh.grid_size[0] + 2 * r, wh.grid_size[1] + 2 * r), np.int64)
+        robot_ids[y + r, x + r] = [a.id for a in wh.agents]
+        shelf_x, shelf_y, shelf_id = np.array([(s.x, s.y, s.id) for s in wh.shelfs]).T
+        shelf_ids[shelf_y + r, shelf_x + r] = shelf_id
+        span = np.arange(2 * r + 1)
+        rows, cols = y[:, None, None] + span[None, :, None], x[:, None, None] + span[None, None, :]
+        robot, shelf = robot_ids[rows, cols].reshape(len(x), -1), shelf_ids[rows, cols].reshape(len(x), -1)
+        # Lookups by id, id 0 (nothing there) first: an empty cell shows direction 0, as rware's.
+        robot_direction = np.concatenate([[0], direction])  # robot i has id i + 1, as in rware
+        requested = np.zeros(len(wh.shelfs) + 1, bool)
+        requested[[s.id for s in wh.request_queue]] = True
+        one_hot = np.eye(4)
+        cells = np.concatenate([(robot > 0)[..., None], one_hot[robot_direction[robot]],
+                                (shelf > 0)[..., None], requested[shelf][..., None]], axis=-1)
+        parts = [x[:, None], y[:, None], carrying[:, None], one_hot[direction], wh.highways[y, x][:, None],
+                 cells.reshape(len(x), -1)]
+        if self.observe_shelf_colours:
+            colour = np.concatenate([[-1], self.shelf_colours])[shelf]
+            parts.append((colour[..., None] == np.arange(self.n_colours)).reshape(len(x), -1))
+        return np.concatenate(parts, axis=1, dtype=np.float32)
 
-        Args:
-            raw: rware's observations; None for those of the last reset or step.
-        """
-        wh = self.warehouse
-        raw = self._last_raw if raw is None else raw
-        base = np.stack(raw).astype(np.float32)
-        if not self.observe_shelf_colours:
-            return base
-        r = wh.sensor_range
-        # Colour per cell (-1: no shelf or off the map), padded so every window is in range. Shelves
-        # are placed by their public positions (a carried shelf moves with its robot).
-        cells = np.full(wh.grid_size, -1, np.int64)
-        for shelf in wh.shelfs:
-            cells[shelf.y, shelf.x] = self.shelf_colours[shelf.id - 1]
-        cell_colour = np.pad(cells, r, constant_values=-1)
-        windows = np.stack([cell_colour[a.y:a.y + 2 * r + 1, a.x:a.x + 2 * r + 1].reshape(-1)
-                            for a in wh.agents])
-        one_hot = (windows[:, :, None] == np.arange(self.n_colours)).reshape(len(wh.agents), -1)
-        return np.concatenate([base, one_hot.astype(np.float32)], axis=1)
-
-    def _observe(self, raw: tuple) -> dict[str, np.ndarray]:
-        self._last_raw = raw
-        obs = self.raw_observations(raw)
+    def _observe(self) -> dict[str, np.ndarray]:
+        obs = self.raw_observations()
         return {a: obs[i][self.obs_permutations[c]]
                 for i, (a, c) in enumerate(zip(self.possible_agents, self.colours.tolist()))}
 
