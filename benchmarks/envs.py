@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     stock_lbf.base._make_gym_obs = ForagingEnv._make_gym_obs.__get__(stock_lbf.base)
     cases = {"LBF, 12 agents": ("lbforaging", parallel_env_stepper(stock_lbf), parallel_env_stepper(ours_lbf), 6,
                                 len(ours_lbf.possible_agents))}
-    for name, agents in (("crware_1", 4), ("crware_3", 16)):
+    for name in ("crware_1", "crware_3"):
         ours = CRWARE_ENVIRONMENTS[name]()
-        cases[f"{name}, {agents} robots"] = ("rware", warehouse_stepper(CRWARE_ENVIRONMENTS[name]()),
-                                             parallel_env_stepper(ours), ours.n_actions, agents)
+        robots = len(ours.possible_agents)
+        cases[f"{name}, {robots} robots"] = ("rware", warehouse_stepper(CRWARE_ENVIRONMENTS[name]()),
+                                             parallel_env_stepper(ours), ours.n_actions, robots)
     print(f"{args.steps} random env steps per measure, median of {args.rounds} rounds:")
     for name, (stock_name, stock, ours, n_actions, n_agents) in cases.items():
         actions = rng.integers(n_actions, size=(args.steps, n_agents))
