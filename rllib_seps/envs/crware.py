@@ -179,19 +179,20 @@ class ColouredWarehouse(TypedParallelEnv):
         """Unpermuted observations ``(n_agents, obs_dim)`` of the current state: rware's flattened
         vector (the values rware computes) plus, with ``observe_shelf_colours``, the shelf colours in view."""
         wh, r = self.warehouse, self.warehouse.sensor_range
-        x, y, direction, carrying = np.array(
-            [(a.x, a.y, a.dir.value, a.carrying_shelf is not None) for a in wh.agents]).T
+        x, y, direction, carrying, robot_id = np.array(
+            [(a.x, a.y, a.dir.value, a.carrying_shelf is not None, a.id) for a in wh.agents]).T
         # Robot and shelf id of every cell (0: none; a carried shelf stands under its robot, as in
         # rware's grid), with a border of r empty cells so that every view is in range.
         robot_ids, shelf_ids = np.zeros((2, wh.grid_size[0] + 2 * r, wh.grid_size[1] + 2 * r), np.int64)
-        robot_ids[y + r, x + r] = [a.id for a in wh.agents]
+        robot_ids[y + r, x + r] = robot_id
         shelf_x, shelf_y, shelf_id = np.array([(s.x, s.y, s.id) for s in wh.shelfs]).T
         shelf_ids[shelf_y + r, shelf_x + r] = shelf_id
         span = np.arange(2 * r + 1)
         rows, cols = y[:, None, None] + span[None, :, None], x[:, None, None] + span[None, None, :]
         robot, shelf = robot_ids[rows, cols].reshape(len(x), -1), shelf_ids[rows, cols].reshape(len(x), -1)
-        # Lookups by id, id 0 (nothing there) first: an empty cell shows direction 0, as rware's.
-        robot_direction = np.concatenate([[0], direction])  # robot i has id i + 1, as in rware
+        # Lookups by id, id 0 (nothing there) included: an empty cell shows direction 0, as rware's.
+        robot_direction = np.zeros(len(x) + 1, np.int64)
+        robot_direction[robot_id] = direction
         requested = np.zeros(len(wh.shelfs) + 1, bool)
         requested[[s.id for s in wh.request_queue]] = True
         one_hot = np.eye(4)
