@@ -34,17 +34,19 @@ collected them, encoder updates (last round), wall time of rollouts, encoder and
 in total, the CPU time of this process (pretraining runs on one thread, so on a busy machine
 this is close to the wall time it would take on a quiet one, less any rollouts that ran as Ray
 tasks), and the process's peak memory; then a summary line per task and overall. The first line
-names the versions and CPU kernels that set the fit's rounding.
+names the versions, the CPU and its kernels, which set the fit's rounding.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import resource
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -138,6 +140,18 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def cpu_name() -> str:
+    """The CPU's name and model numbers: MKL picks its kernels, and so their rounding, by them, and
+    hosts that report the same kernel capability (AVX512) may still differ there."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:  # not Linux
+        return platform.processor() or platform.machine()
+    info = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    info = {key.strip(): value.strip() for key, value in info.items()}
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+
+
 def _run(tasks: list[str], seeds: int, overrides: dict, failures: list[str], per_task: dict) -> None:
     """Pretrains every task for every seed; prints a row each and collects failures and timings."""
     for task in tasks:
@@ -184,7 +198,7 @@ def main() -> int:
 
     # Decisions near the edge move with the rounding of the fit (docs/pretraining.md): name what sets it.
     print(f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels), numpy {np.__version__}, "
-          f"scikit-learn {sklearn.__version__}")
+          f"scikit-learn {sklearn.__version__}; CPU {cpu_name()}")
     print(f"{'task':<24} {'seed':>4} {'N':>4} {'true K':>6} {'K':>3} {'ARI':>5} {'conf':>5} "
           f"{'trans/agent':>11} {'rounds':>22} {'updates':>7} {'rollout s':>9} {'encoder s':>9} "
           f"{'cluster s':>9} {'total s':>7} {'cpu s':>6} {'peak GiB':>8}")
