@@ -141,14 +141,14 @@ def peak_memory_gib() -> float:
 
 
 def cpu_name() -> str:
-    """The CPU's name and model numbers: MKL picks its kernels, and so their rounding, by them, and
-    hosts that report the same kernel capability (AVX512) may still differ there."""
+    """The CPU's name and model numbers: MKL dispatches its kernels, and so their rounding, on the
+    CPU itself, so hosts that report the same capability (AVX512) may still round differently."""
     try:
         first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:  # not Linux
         return platform.processor() or platform.machine()
-    info = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
-    info = {key.strip(): value.strip() for key, value in info.items()}
+    info = {key.strip(): value.strip()
+            for key, value in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
     return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
