@@ -18,7 +18,7 @@ from rllib_seps.envs.adapter import SortedParallelEnv, rllib_creator
 from rllib_seps.options import SePSOptions
 from rllib_seps.pretraining.clustering import (Candidate, cluster_agents, effect, noise_contrasts, separation,
                                               without_shared)
-from rllib_seps.pretraining.encoder import Embeddings
+from rllib_seps.pretraining.encoder import RARE_REWARDS, Embeddings
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
 from rllib_seps.pretraining.rollouts import STREAMS, collect_random_rollouts, rollout_plan
@@ -270,6 +270,23 @@ def test_rollouts_pad_observations_and_mask_real_entries():
     small = data.agent == 0  # agent_00 sees 10 entries: the rest is padding
     assert np.all(data.obs[small][:, 10:] == 0) and np.all(data.next_obs[small][:, 10:] == 0)
     assert min(data.per_agent_counts().values()) >= 20
+
+
+def simple_tag(cfg=None):
+    from mpe2 import simple_tag_v3
+
+    return SortedParallelEnv(simple_tag_v3.parallel_env(max_cycles=25))
+
+
+@pytest.mark.parametrize("creator, rare", [
+    (rllib_creator(ENVIRONMENTS["lbf"]), True), (rllib_creator(ENVIRONMENTS["crware_1"]), True),
+    (simple_tag, True), (spread_box, False), (bps((2, 1)), False),
+], ids=["lbf", "crware_1", "simple_tag", "simple_spread_box", "bps"])
+def test_rare_rewards_are_told_from_rewards_that_vary(creator, rare):
+    """Where some agent's rewards are rare the fit waits longer for a plateau (RARE_REWARD_PATIENCE)."""
+    data = collect_random_rollouts(creator, {}, transitions_per_agent=1000, progress=False)
+    rates = [events.mean() for events in data.reward_events()]
+    assert (min(rates) < RARE_REWARDS) == rare, rates
 
 
 def test_non_multi_agent_env_is_rejected():

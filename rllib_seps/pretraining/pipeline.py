@@ -141,17 +141,8 @@ def reward_events(data: Transitions) -> dict[str, int]:
     """Per agent, how many transitions have a reward other than its most common one, in the half
     of its transitions (the first or the second, as the decision's halves test splits them) that
     has fewer."""
-    events = {}
-    for i, agent in enumerate(data.agent_ids):
-        reward = data.reward[data.agent == i]
-        common = reward == _most_common(reward)
-        events[agent] = int(min((~half).sum() for half in np.array_split(common, 2)))
-    return events
-
-
-def _most_common(values: np.ndarray) -> float:
-    found, counts = np.unique(values, return_counts=True)
-    return found[counts.argmax()]
+    return {agent: int(min(half.sum() for half in np.array_split(events, 2)))
+            for agent, events in zip(data.agent_ids, data.reward_events())}
 
 
 def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,

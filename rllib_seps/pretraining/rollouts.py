@@ -58,6 +58,16 @@ class Transitions:
         counts = np.bincount(self.agent, minlength=len(self.agent_ids))
         return dict(zip(self.agent_ids, counts.tolist()))
 
+    def reward_events(self) -> list[np.ndarray]:
+        """Per agent, in collection order, whether each of its transitions has a reward other than
+        the agent's most common one: where rewards are rare, what tells types apart."""
+        events = []
+        for i in range(len(self.agent_ids)):
+            reward = self.reward[self.agent == i]
+            found, counts = np.unique(reward, return_counts=True)
+            events.append(reward != found[counts.argmax()])
+        return events
+
     def extended(self, more: "Transitions") -> "Transitions":
         """These transitions followed by ``more`` of the same agents (each agent's rows stay in
         collection order)."""
