@@ -61,11 +61,12 @@ class Transitions:
     def reward_events(self) -> list[np.ndarray]:
         """Per agent, in collection order, whether each of its transitions has a reward other than
         the agent's most common one: where rewards are rare, what tells types apart."""
+        # One stable sort by agent, not a pass over all rows per agent (1000 agents: 1000 passes).
+        counts = np.bincount(self.agent, minlength=len(self.agent_ids))
         events = []
-        for i in range(len(self.agent_ids)):
-            reward = self.reward[self.agent == i]
-            found, counts = np.unique(reward, return_counts=True)
-            events.append(reward != found[counts.argmax()])
+        for reward in np.split(self.reward[np.argsort(self.agent, kind="stable")], np.cumsum(counts)[:-1]):
+            found, found_counts = np.unique(reward, return_counts=True)
+            events.append(reward != found[found_counts.argmax()])
         return events
 
     def extended(self, more: "Transitions") -> "Transitions":
