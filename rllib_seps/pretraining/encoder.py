@@ -200,6 +200,12 @@ def decoy_identities(agent: np.ndarray, n_agents: int, decoys: int = DECOYS) -> 
     return identity
 
 
+def has_rare_rewards(data: Transitions) -> bool:
+    """Whether some agent's reward differs from its most common one in fewer than
+    :data:`RARE_REWARDS` of its transitions (then a plateau is :data:`RARE_REWARD_PATIENCE` checks)."""
+    return min(events.mean() for events in data.reward_events()) < RARE_REWARDS
+
+
 def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
                   decoder_init: tuple[dict[str, torch.Tensor], int] | None = None) -> Embeddings:
     """Fits the encoder-decoder on the transitions; returns every decoy's posterior and behaviour.
@@ -251,8 +257,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
     max_updates = options.max_updates if auto else options.updates
     if auto:
         # Each plateau divides the rate by 10; the second ends training (see the module docstring).
-        rare = min(events.mean() for events in data.reward_events()) < RARE_REWARDS
-        patience = RARE_REWARD_PATIENCE if rare else PATIENCE
+        patience = RARE_REWARD_PATIENCE if has_rare_rewards(data) else PATIENCE
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimiser, factor=0.1, patience=patience - 1, threshold=THRESHOLD, threshold_mode="abs")
     else:
