@@ -223,6 +223,7 @@ def test_a_difference_near_the_noise_is_not_confident():
     (3, 19.8, 3.7, 0.74, 0.45, False, True),   # LBF's third level at 32k per agent: beyond noise, halves partly agree
     (3, 1.3, 2.8, 0.61, 0.36, False, True),    # LBF seed 4's at 44k: within the noise, but partly reproducible, type-sized
     (3, 5.0, 3.0, 1.00, 1.00, True, False),    # reproducible, beyond the noise maximum but not twice it
+    (4, 1.1, 1.0, 1.00, 0.11, False, False),   # C-RWARE(1) seed 1 at 8k per agent: so, but a split within a type
     (3, 2.8, 2.1, 0.69, 0.20, False, False),   # partly reproducible, within twice the noise maximum, a split within a type
     (2, 2.8, 2.1, 0.69, 1.00, False, False),   # K=2 has no size to judge: within twice the noise maximum is too little
     (3, 19.8, 3.7, 0.30, 1.00, False, False),  # the halves disagree: a split of noise
