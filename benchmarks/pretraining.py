@@ -7,6 +7,7 @@ How to run (the package defaults; every task's truth is known):
     python benchmarks/pretraining.py --tasks paper --seeds 5    # the paper's 11 tasks
     python benchmarks/pretraining.py --tasks bps_1000 --seeds 1 # 1000 agents, 4 colours of 250
     python benchmarks/pretraining.py --tasks lbf simple_spread --seeds 2 --set max_updates=5000
+    python benchmarks/pretraining.py --plot docs/results/pretraining_panel_2026-12-07b.txt
 
 The panel (``--tasks panel``):
 
@@ -35,6 +36,10 @@ in total, the CPU time of this process (pretraining runs on one thread, so on a 
 this is close to the wall time it would take on a quiet one, less any rollouts that ran as Ray
 tasks), and the process's peak memory; then a summary line per task and overall. The first line
 names the versions, the CPU and its kernels, which set the fit's rounding.
+
+``--plot`` draws saved outputs of this script (the printed rows, as many files as the panel took
+commands) into one figure beside the first file: every run's wall time, right or wrong, against
+the time it should take (:func:`target_seconds`).
 """
 
 from __future__ import annotations
@@ -152,6 +157,68 @@ def cpu_name() -> str:
     return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
+def target_seconds(task: str, n_agents: int) -> float | None:
+    """The most wall time a task's pretraining should take on a quiet machine: 15 s with up to 8
+    agents, 60 s for the 200 agents of BPS-h(3), 82 s for LBF (half of its 150-165 s with the
+    paper's fixed budget); None where no target is set."""
+    if n_agents <= 8:
+        return 15.0
+    return {"bps_h_3": 60.0, "lbf": 82.0}.get(task)
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    """The per-run rows of saved outputs of this script (header, summary and other lines skipped)."""
+    rows = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) == 16 and fields[0] in TASKS and fields[1].isdigit():
+                rows.append({"task": fields[0], "seed": int(fields[1]), "n": int(fields[2]),
+                             "ari": float(fields[5]), "confident": fields[6] == "yes",
+                             "wall": float(fields[13])})
+    return rows
+
+
+def plot_rows(rows: list[dict], path: Path, title: str) -> Path:
+    """One line per task (alike agents first, then by the number of agents): every seed's wall time
+    (filled: right and confident; hollow: right, not confident; red cross: wrong) and the task's
+    target (grey bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows},
+                   key=lambda t: (t not in HOMOGENEOUS, next(r["n"] for r in rows if r["task"] == t), t))
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(tasks) + 1.5))
+    for y, task in enumerate(tasks):
+        runs = [r for r in rows if r["task"] == task]
+        target = target_seconds(task, runs[0]["n"])
+        if target is not None:
+            ax.plot([target, target], [y - 0.4, y + 0.4], color="grey", linewidth=3, alpha=0.6)
+        for r in runs:
+            if r["ari"] < 1.0:
+                ax.plot(r["wall"], y, "x", color="C3", markersize=7)
+            else:
+                ax.plot(r["wall"], y, "o", color="C0", markersize=5, alpha=0.8,
+                        markerfacecolor="C0" if r["confident"] else "none")
+    ax.set_yticks(range(len(tasks)),
+                  [f"{t} (N={next(r['n'] for r in rows if r['task'] == t)}"
+                   f"{', alike' if t in HOMOGENEOUS else ''})" for t in tasks], fontsize=8)
+    ax.axhline(sum(t in HOMOGENEOUS for t in tasks) - 0.5, color="black", linewidth=0.5)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xticks([2, 5, 10, 15, 20, 50, 100, 200], ["2", "5", "10", "15", "20", "50", "100", "200"])
+    ax.set_xlabel("pretraining wall time per seed, s (grey: target)")
+    ax.grid(axis="x", alpha=0.3)
+    right = sum(r["ari"] == 1.0 for r in rows)
+    ax.set_title(f"{title}: right in {right} of {len(rows)} (filled: confident; red x: wrong)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _run(tasks: list[str], seeds: int, overrides: dict, failures: list[str], per_task: dict) -> None:
     """Pretrains every task for every seed; prints a row each and collects failures and timings."""
     for task in tasks:
@@ -187,7 +254,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per task")
     parser.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
                         help="SePS options other than the defaults (YAML values), e.g. max_updates=5000")
+    parser.add_argument("--plot", nargs="+", type=Path, metavar="OUTPUT",
+                        help="draw saved outputs of this script into a PNG beside the first, and stop")
     args = parser.parse_args()
+    if args.plot:
+        path = plot_rows(read_rows(args.plot), args.plot[0].with_suffix(".png"), args.plot[0].stem)
+        print(f"Wrote {path}")
+        return 0
     groups = {"panel": [*HOMOGENEOUS, *HETEROGENEOUS], "paper": PAPER_TASKS}
     tasks = [t for task in args.tasks for t in groups.get(task, [task])]
     unknown = [t for t in tasks if t not in TASKS]

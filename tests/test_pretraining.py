@@ -347,3 +347,22 @@ def test_report_text_json_and_png(tmp_path):
     assert report["n_agents"] == 4 and set(report["timings_s"]) >= {"rollouts", "encoder", "clustering"}
     assert report["options"]["transitions_per_agent"] == 400 and report["options"]["seed"] == 1
     assert isinstance(report["confident"], bool) and report["candidates"]
+
+
+def test_panel_benchmark_reads_and_draws_its_committed_output(tmp_path):
+    """The committed panel output parses into every run (a column added to the printout would
+    silently drop them all) and draws."""
+    import importlib.util
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("pretraining_benchmark", root / "benchmarks" / "pretraining.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    output = tmp_path / "panel.txt"
+    shutil.copy(root / "docs" / "results" / "pretraining_panel_2026-12-07b.txt", output)
+    rows = benchmark.read_rows([output])
+    assert len(rows) == 135 and sum(r["ari"] == 1.0 for r in rows) == 131
+    assert {r["task"] for r in rows} == set(benchmark.HOMOGENEOUS) | set(benchmark.HETEROGENEOUS)
+    assert benchmark.target_seconds("lbf", 12) == 82.0 and benchmark.target_seconds("crware_3", 16) is None
+    assert benchmark.plot_rows(rows, tmp_path / "panel.png", "panel").stat().st_size > 10_000
