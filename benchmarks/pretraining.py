@@ -7,7 +7,7 @@ How to run (the package defaults; every task's truth is known):
     python benchmarks/pretraining.py --tasks paper --seeds 5    # the paper's 11 tasks
     python benchmarks/pretraining.py --tasks bps_1000 --seeds 1 # 1000 agents, 4 colours of 250
     python benchmarks/pretraining.py --tasks lbf simple_spread --seeds 2 --set max_updates=5000
-    python benchmarks/pretraining.py --plot docs/results/pretraining_panel_2026-12-07b.txt
+    python benchmarks/pretraining.py --plot docs/results/pretraining_panel_2026-12-08.txt
 
 The panel (``--tasks panel``):
 

@@ -360,7 +360,7 @@ def test_panel_benchmark_reads_and_draws_its_committed_output(tmp_path):
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     output = tmp_path / "panel.txt"
-    shutil.copy(root / "docs" / "results" / "pretraining_panel_2026-12-07b.txt", output)
+    shutil.copy(root / "docs" / "results" / "pretraining_panel_2026-12-08.txt", output)
     rows = benchmark.read_rows([output])
     assert len(rows) == 135 and sum(r["ari"] == 1.0 for r in rows) == 131
     assert {r["task"] for r in rows} == set(benchmark.HOMOGENEOUS) | set(benchmark.HETEROGENEOUS)
