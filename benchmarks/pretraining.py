@@ -188,12 +188,12 @@ def plot_rows(rows: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r["task"] for r in rows},
-                   key=lambda t: (t not in HOMOGENEOUS, next(r["n"] for r in rows if r["task"] == t), t))
+    agents = {r["task"]: r["n"] for r in rows}
+    tasks = sorted(agents, key=lambda t: (t not in HOMOGENEOUS, agents[t], t))
     fig, ax = plt.subplots(figsize=(9, 0.3 * len(tasks) + 1.5))
     for y, task in enumerate(tasks):
         runs = [r for r in rows if r["task"] == task]
-        target = target_seconds(task, runs[0]["n"])
+        target = target_seconds(task, agents[task])
         if target is not None:
             ax.plot([target, target], [y - 0.4, y + 0.4], color="grey", linewidth=3, alpha=0.6)
         for r in runs:
@@ -203,8 +203,7 @@ def plot_rows(rows: list[dict], path: Path, title: str) -> Path:
                 ax.plot(r["wall"], y, "o", color="C0", markersize=5, alpha=0.8,
                         markerfacecolor="C0" if r["confident"] else "none")
     ax.set_yticks(range(len(tasks)),
-                  [f"{t} (N={next(r['n'] for r in rows if r['task'] == t)}"
-                   f"{', alike' if t in HOMOGENEOUS else ''})" for t in tasks], fontsize=8)
+                  [f"{t} (N={agents[t]}{', alike' if t in HOMOGENEOUS else ''})" for t in tasks], fontsize=8)
     ax.axhline(sum(t in HOMOGENEOUS for t in tasks) - 0.5, color="black", linewidth=0.5)
     ax.invert_yaxis()
     ax.set_xscale("log")
