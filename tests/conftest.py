@@ -1,6 +1,10 @@
-"""Shared fixtures: a small Ray instance, quick configs, and a small env with two agent types."""
+"""Shared fixtures: a small Ray instance, quick configs, a small env with two agent types, and the
+benchmark scripts as modules."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,14 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 import rllib_seps.envs  # noqa: F401  (registers the paper's environments with RLlib)
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # A budget that makes one iteration of a tuned config take seconds (for --config and overrides).

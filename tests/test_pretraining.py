@@ -22,6 +22,7 @@ from rllib_seps.pretraining.encoder import Embeddings, has_rare_rewards
 from rllib_seps.pretraining.pipeline import run_pretraining
 from rllib_seps.pretraining.report import format_report, write_report
 from rllib_seps.pretraining.rollouts import STREAMS, collect_random_rollouts, rollout_plan
+from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 # A fixed small budget for tests of the plumbing; the tests of automatic K use the defaults.
@@ -352,15 +353,8 @@ def test_report_text_json_and_png(tmp_path):
 def test_panel_benchmark_reads_and_draws_its_committed_output(tmp_path):
     """The committed panel output parses into every run (a column added to the printout would
     silently drop them all) and draws."""
-    import importlib.util
-    import shutil
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("pretraining_benchmark", root / "benchmarks" / "pretraining.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    output = tmp_path / "panel.txt"
-    shutil.copy(root / "docs" / "results" / "pretraining_panel_2026-12-08.txt", output)
+    benchmark = load_benchmark("pretraining")
+    output = ROOT / "docs" / "results" / "pretraining_panel_2026-12-08.txt"
     rows = benchmark.read_rows([output])
     assert len(rows) == 135 and sum(r["ari"] == 1.0 for r in rows) == 131
     assert {r["task"] for r in rows} == set(benchmark.HOMOGENEOUS) | set(benchmark.HETEROGENEOUS)

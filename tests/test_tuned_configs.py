@@ -3,7 +3,6 @@ command end to end: tests/test_cli.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rllib_seps.cli.experiment_file import load_experiments, share
 from rllib_seps.cli.main import main
 from rllib_seps.options import STRATEGIES
 from rllib_seps.rllib.fast.execution import plan_mapping
-from tests.conftest import TINY
+from tests.conftest import TINY, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "tuned_configs").glob("*.yaml"))
@@ -66,22 +65,15 @@ def test_files_of_one_task_differ_only_in_strategy_and_per_module_minibatch():
         assert common(spec) == common(shared), f"{task}-{strategy}-ppo.yaml differs from {task}-fups-ppo.yaml beyond seps"
 
 
-def load_learning_benchmark():
-    spec = importlib.util.spec_from_file_location("learning", ROOT / "benchmarks" / "learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_committed_learning_runs_trained_with_their_tuned_file_and_settings():
     """docs/results/learning.csv labels a run by its settings relative to the tuned file: a value
     changed in a file must come with the runs it changes relabelled."""
-    learning = load_learning_benchmark()
+    learning = load_benchmark("learning")
     learning.check_csv(ROOT / "docs" / "results" / "learning.csv")
 
 
 def test_learning_benchmark_stops_on_runs_of_a_changed_tuned_file(tmp_path):
-    learning = load_learning_benchmark()
+    learning = load_benchmark("learning")
     row = dict.fromkeys(learning.COLUMNS, "0") | {"task": "crware_1", "strategy": "seps", "settings": ""}
     path = tmp_path / "learning.csv"
     # Rows of a run that trained with minibatch_size 1000, labelled as a run of the file as it is.
