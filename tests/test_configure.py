@@ -10,6 +10,9 @@ import pytest
 from mpe2 import simple_speaker_listener_v4
 from ray.rllib.algorithms.bc import BCConfig
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.tune.registry import register_env
 
@@ -72,6 +75,29 @@ def test_unsupported_spaces_are_refused_before_pretraining(observation, action, 
     config = spaces_config({"listener": VECTOR, "talker": observation})
     config.env_config["action_spaces"]["talker"] = action
     refused_before_pretraining(config, {"strategy": "seps", **QUICK}, error, match)
+
+
+class OwnModule(DefaultPPOTorchRLModule):
+    """A module class of the user's own."""
+
+
+@pytest.mark.parametrize(("spec", "match"), [
+    (MultiRLModuleSpec(rl_module_specs={"shared": RLModuleSpec(module_class=OwnModule)}),
+     r"Module 'shared' of this config is a OwnModule, but rllib-seps builds every module itself.*"
+     r"Fix: leave module_class out"),
+    (RLModuleSpec(module_class=OwnModule), r"Module '\(every module\)' of this config is a OwnModule"),
+    (MultiRLModuleSpec(rl_module_specs={"shared": RLModuleSpec(model_config={"fcnet_hiddens": [8]})}),
+     r"Module 'shared' of this config sets its own model_config \{'fcnet_hiddens': \[8\]\}.*Fix: set it "
+     r"for every module with config.rl_module\(model_config=...\)"),
+], ids=["own-class", "own-class-every-module", "own-model-config"])
+def test_module_specs_the_shared_config_would_drop_are_refused_before_pretraining(spec, match):
+    config = PPOConfig().environment(TwoTypeEnv).rl_module(rl_module_spec=spec)
+    refused_before_pretraining(config, {"strategy": "seps", **QUICK}, ValueError, match)
+    # What the shared config keeps is fine: the algorithm's own class, and the config-wide model_config.
+    kept = MultiRLModuleSpec(rl_module_specs={"shared": RLModuleSpec(module_class=DefaultPPOTorchRLModule)})
+    config = PPOConfig().environment(TwoTypeEnv).rl_module(rl_module_spec=kept, model_config={"fcnet_hiddens": [8]})
+    shared, _ = with_sharing(config, {"strategy": "fups"})
+    assert shared.model_config["fcnet_hiddens"] == [8]
 
 
 def test_algorithm_without_multi_agent_support_is_rejected():

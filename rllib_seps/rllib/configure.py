@@ -53,6 +53,33 @@ def check_algorithm(config: AlgorithmConfig) -> None:
                          f"stack; use one of {', '.join(MULTI_AGENT_ALGORITHMS)}.")
 
 
+def check_modules(config: AlgorithmConfig) -> None:
+    """Raises ValueError if the config's module specs set what the shared config would drop: a
+    module class of the user's own, or a spec's own ``model_config`` (the plan replaces every
+    module, so neither would reach a module; ``config.model_config`` does).
+
+    Raises:
+        ValueError: Naming the module, its setting and the fix.
+    """
+    default = config.get_default_rl_module_spec().module_class
+    spec = config.rl_module_spec  # the user's specs, filled in with the algorithm's defaults
+    specs = spec.rl_module_specs if isinstance(spec, MultiRLModuleSpec) else {"(every module)": spec}
+    for module_id, module_spec in sorted(specs.items(), key=lambda item: str(item[0])):
+        if module_spec.module_class not in (None, default):
+            raise ValueError(
+                f"Module {module_id!r} of this config is a {module_spec.module_class.__name__}, but "
+                "rllib-seps builds every module itself (RLlib's default module, or its shared module "
+                "where agents need padding, indication or AdaPS masks), so that class would not be "
+                "used. Fix: leave module_class out of config.rl_module(rl_module_spec=...); set sizes "
+                "with config.rl_module(model_config=...) or the SePS option module_kwargs.")
+        if module_spec.model_config:
+            raise ValueError(
+                f"Module {module_id!r} of this config sets its own model_config "
+                f"{module_spec.model_config}, but rllib-seps replaces the config's modules with its "
+                "own (one per cluster), so it would not be used. Fix: set it for every module with "
+                "config.rl_module(model_config=...), or with the SePS option module_kwargs.")
+
+
 def env_creator_of(config: AlgorithmConfig) -> EnvCreator:
     """The creator RLlib's EnvRunners use for ``config.env``: a name registered with
     ``register_env``, a gymnasium id (made with ``gym.make(id, **env_config)``) or a class."""
@@ -307,7 +334,8 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
 
     Raises:
         ValueError, TypeError: Before any pretraining, for bad options, an unsupported algorithm
-            or space, more clusters than agents, or an environment that is not multi-agent.
+            or space, module specs that the shared config would drop (:func:`check_modules`),
+            more clusters than agents, or an environment that is not multi-agent.
     """
     options = options if isinstance(options, SePSOptions) else SePSOptions.from_dict(options)
     recorded = getattr(config, OPTIONS_KEY, None)
@@ -315,6 +343,7 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
         raise ValueError(f"This config is shared already (strategy {recorded.get('strategy')!r}); "
                          "share the original config once, with one set of options.")
     check_algorithm(config)
+    check_modules(config)
     creator = env_creator_of(config)
     obs_spaces, act_spaces = env_spaces(creator, config.env_config)
     check_before_pretraining(config, options, obs_spaces, act_spaces)
