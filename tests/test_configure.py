@@ -70,7 +70,10 @@ def test_more_clusters_than_agents_is_refused_before_pretraining():
      r"Agent 'talker' has observation space Text\(1, 5, .*\) \(Text\), which cannot be padded"),
     (VECTOR, gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2), TypeError,
      r"Agent 'talker' has action space Tuple\(Discrete\(2\), Discrete\(2\)\) \(Tuple\); action padding supports"),
-], ids=["text-observation", "tuple-action"])
+    (gym.spaces.Dict({"x": VECTOR, "action_mask": gym.spaces.MultiBinary(3)}), gym.spaces.Discrete(2), ValueError,
+     r"Agent 'talker' observes an 'action_mask' MultiBinary\(3\), which does not give one entry for each of the 2 "
+     r"actions of Discrete\(2\)"),
+], ids=["text-observation", "tuple-action", "action-mask-of-other-size"])
 def test_unsupported_spaces_are_refused_before_pretraining(observation, action, error, match):
     config = spaces_config({"listener": VECTOR, "talker": observation})
     config.env_config["action_spaces"]["talker"] = action

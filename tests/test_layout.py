@@ -68,6 +68,19 @@ def test_pack_then_unpack_gives_back_every_part(observations, action_kind, indic
                     np.testing.assert_array_equal(np.asarray(got), [expected_index] * 4)
 
 
+@pytest.mark.parametrize("indicated", [False, True], ids=["plain", "indicated"])
+def test_the_envs_legal_action_mask_narrows_the_padding_mask(indicated):
+    """An agent's own actions that its env marks illegal are masked too; padded ones stay masked."""
+    observations = {"a": Dict({"board": Box(0, 1, (4,), np.int8), "action_mask": Box(0, 1, (3,), np.int8)}),
+                    "b": Box(-1.0, 1.0, (2,), np.float32)}
+    layout = layout_of(observations, ACTIONS["discrete"], indication="one_hot" if indicated else None)
+    own = {"board": np.ones((2, 4), np.int8), "action_mask": np.array([[1, 0, 1], [0, 1, 0]], np.int8)}
+    code = layout.agent_code(Discrete(3), indicator=0 if indicated else None)
+    packed = layout.pack(own, observations["a"], layout.codes([code, code]))
+    assert all(layout.space.contains(row) for row in packed)
+    np.testing.assert_array_equal(layout.unpack(packed).action_mask, [[1, 0, 1, 0, 0], [0, 1, 0, 0, 0]])
+
+
 def test_agent_codes_are_checked_against_the_layout():
     layout = layout_of(VECTORS, ACTIONS["discrete"], n_clusters=2)
     with pytest.raises(ValueError, match="with 2 AdaPS clusters got cluster None"):

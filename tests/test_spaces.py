@@ -239,6 +239,23 @@ def test_unsupported_own_action_space():
         sp.action_mask(gs.MultiBinary(2), gs.Discrete(2))
 
 
+def test_env_action_masks_are_read_and_checked_against_the_actions():
+    board = gs.Box(0, 1, (3, 3), np.int8)
+    masked = gs.Dict({"observation": board, "action_mask": gs.Box(0, 1, (9,), np.int8)})
+    assert sp.has_env_action_mask(masked) and not sp.has_env_action_mask(board)
+    sp.check_env_action_mask(masked, gs.Discrete(9), "Agent 'x'")
+    sp.check_env_action_mask(gs.Dict({"action_mask": gs.MultiBinary(5)}), gs.MultiDiscrete([2, 3]), "Agent 'x'")
+    batch = {"observation": np.zeros((2, 3, 3), np.int8), "action_mask": np.eye(9, dtype=np.int8)[:2]}
+    np.testing.assert_array_equal(sp.env_action_mask(batch, masked), np.eye(9, dtype=np.float32)[:2])
+    assert sp.env_action_mask(batch["observation"], board) is None
+    with pytest.raises(ValueError, match=r"Agent 'x' observes an 'action_mask' Box\(0, 1, \(9,\), int8\), which "
+                                         r"does not give one entry for each of the 8 actions of Discrete\(8\)"):
+        sp.check_env_action_mask(masked, gs.Discrete(8), "Agent 'x'")
+    with pytest.raises(ValueError, match=r"Agent 'x' observes an 'action_mask' but has action space Box.*need "
+                                         r"Discrete or 1-D MultiDiscrete actions. Fix: .*or rename"):
+        sp.check_env_action_mask(masked, vec(9), "Agent 'x'")
+
+
 # ---------------------------------------------------------------------------------------------
 # Vector indication
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Environments and algorithms RLlib users already have: PettingZoo envs through RLlib's own
-wrappers (parallel and AEC), integer agent ids, small images, Dict observations, and every
-supported algorithm on agents of different spaces; DQN and SAC are refused by name."""
+wrappers (parallel and AEC), games with legal-action masks, integer agent ids, small images, Dict
+observations, and every supported algorithm on agents of different spaces; DQN and SAC are refused
+by name."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from mpe2 import simple_speaker_listener_v4
+from pettingzoo.classic import tictactoe_v3
+from pettingzoo.utils.wrappers import BaseWrapper
 from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.algorithms.impala import IMPALAConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.algorithms.sac import SACConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv, PettingZooEnv
+from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
 from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
 from ray.tune.registry import register_env
 
@@ -36,10 +41,41 @@ QUICK = dict(progress=False, n_clusters=2, transitions_per_agent=200, updates=20
 SPEAKER_LISTENER = ["listener_0", "speaker_0"]
 
 
+class CountedMoves(PettingZooEnv):
+    """RLlib's AEC wrapper, counting the moves that the game's own action mask allows and forbids
+    (tic-tac-toe ends a game at an illegal move, scoring it as a loss)."""
+
+    legal = illegal = 0
+
+    def step(self, action):
+        for agent, move in action.items():
+            if self.env.observe(agent)["action_mask"][move]:
+                CountedMoves.legal += 1
+            else:
+                CountedMoves.illegal += 1
+        return super().step(action)
+
+
+class RLlibKeys(BaseWrapper):
+    """A PettingZoo game observing ``{"observations": flat board, "action_mask"}``, as RLlib's
+    action-masking module reads it (PettingZoo's classic games say "observation", with a 3-D board)."""
+
+    def observation_space(self, agent):
+        space = self.env.observation_space(agent)
+        return gym.spaces.Dict({"observations": gym.spaces.flatten_space(space["observation"]),
+                                "action_mask": space["action_mask"]})
+
+    def observe(self, agent):
+        obs = self.env.observe(agent)
+        return {"observations": obs["observation"].ravel(), "action_mask": obs["action_mask"]}
+
+
 def _register_pettingzoo_envs() -> None:
     register_env("speaker_listener_parallel",
                  lambda cfg: ParallelPettingZooEnv(simple_speaker_listener_v4.parallel_env(**cfg)))
     register_env("speaker_listener_aec", lambda cfg: PettingZooEnv(simple_speaker_listener_v4.env(**cfg)))
+    register_env("tictactoe", lambda cfg: CountedMoves(tictactoe_v3.env()))
+    register_env("tictactoe_rllib_keys", lambda cfg: CountedMoves(RLlibKeys(tictactoe_v3.env())))
 
 
 _register_pettingzoo_envs()
@@ -93,6 +129,24 @@ def test_aec_pettingzoo_env_through_rllibs_wrapper_pretrains_on_turns(ray_sessio
     assert pretraining.transitions == {"listener_0": 200, "speaker_0": 200}
     _, (result,) = train(config)
     assert "total_loss" in result["learners"]["shared"]
+
+
+@pytest.mark.filterwarnings("ignore:n_clusters=2 with 2 agents")
+@pytest.mark.parametrize("route", ["with_sharing", "callback"])
+def test_the_envs_action_mask_keeps_pretraining_and_training_to_legal_moves(ray_session, route):
+    CountedMoves.legal = CountedMoves.illegal = 0
+    if route == "with_sharing":  # PettingZoo's classic games observe {"observation", "action_mask"}
+        config, _ = with_sharing(ppo("tictactoe"), dict(strategy="seps", **QUICK))
+        assert CountedMoves.illegal == 0 and CountedMoves.legal >= 400, "random pretraining moves"
+    else:  # a config that builds as it is: RLlib's action-masking module, which the callback replaces
+        config = (ppo("tictactoe_rllib_keys")
+                  .multi_agent(policies={"p"}, policy_mapping_fn=lambda aid, *args, **kwargs: "p")
+                  .rl_module(rl_module_spec=RLModuleSpec(module_class=ActionMaskingTorchRLModule))
+                  .callbacks(SePSCallback.with_options(strategy="seps", **QUICK)))
+    algo, results = train(config, iterations=2)
+    assert isinstance(algo.get_module("cluster_0"), SharedActorCriticModule)
+    assert CountedMoves.illegal == 0 and results[-1]["env_runners"]["num_env_steps_sampled_lifetime"] >= 400
+    assert "total_loss" in results[-1]["learners"]["cluster_0"]
 
 
 def test_integer_agent_ids_from_rllibs_multi_agent_cartpole(ray_session, tmp_path):

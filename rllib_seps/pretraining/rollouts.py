@@ -18,7 +18,7 @@ from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm.auto import tqdm
 
 from rllib_seps.sharing.mapping import AgentID, sorted_agents
-from rllib_seps.sharing.spaces import flatten_to_vector
+from rllib_seps.sharing.spaces import ENV_MASK_KEY, check_env_action_mask, flatten_to_vector, has_env_action_mask
 
 EnvCreator = Callable[[dict], Any]
 _LEAVES = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
@@ -129,7 +129,8 @@ def agent_spaces(env: Any) -> tuple[list, dict, dict]:
         dependent order of a set), and their observation and action spaces.
 
     Raises:
-        ValueError: If the env lists no agents, or gives an agent no space.
+        ValueError: If the env lists no agents, gives an agent no space, or a legal-action mask
+            that does not fit the agent's actions.
     """
     agents = sorted_agents(env.possible_agents)
     if not agents:
@@ -144,6 +145,8 @@ def agent_spaces(env: Any) -> tuple[list, dict, dict]:
             raise ValueError(f"The environment {type(env).__name__} gives agents {missing[:10]} no "
                              f"{kind} space. Fix: return each agent's space from get_{kind}_space(agent).")
         spaces.append(found)
+    for agent in agents:
+        check_env_action_mask(spaces[0][agent], spaces[1][agent], f"Agent {agent!r}")
     return agents, spaces[0], spaces[1]
 
 
@@ -161,11 +164,20 @@ def _raise_not_finite(agent: Any, what: str, step: int, episode_step: int) -> No
     )
 
 
+def _legal_actions(obs: dict, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> np.ndarray | tuple:
+    """The env's legal-action mask in ``obs`` as gymnasium's ``sample(mask=...)`` takes it."""
+    mask = np.asarray(obs[ENV_MASK_KEY], np.int8).ravel()
+    if isinstance(space, gym.spaces.Discrete):
+        return mask
+    return tuple(np.split(mask, np.cumsum(space.nvec)[:-1]))
+
+
 def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_per_agent: int,
                        seed: int, progress: bool, min_episodes: int = 0,
                        max_transitions_per_agent: int | None = None) -> tuple[list, dict[Any, tuple]]:
-    """Steps the env with uniform random actions until every agent has enough transitions (and,
-    short of ``max_transitions_per_agent``, transitions from ``min_episodes`` episodes).
+    """Steps the env with uniform random actions (among the legal ones where the env gives a
+    legal-action mask) until every agent has enough transitions (and, short of
+    ``max_transitions_per_agent``, transitions from ``min_episodes`` episodes).
 
     An agent's transition ends at its next observation, whenever that comes: at the next step
     in parallel envs, after the other agents' turns in turn-based (AEC) ones; rewards received
@@ -185,6 +197,7 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
     rng = np.random.default_rng(seed)
     for i, aid in enumerate(agent_ids):
         act_spaces[aid].seed(int(rng.integers(2**31)) + i)
+    legal = {a: has_env_action_mask(obs_spaces[a]) for a in agent_ids}
     # Per agent: obs, action, reward, when obs came (step, episode step), next obs, when it came.
     data = {a: ([], [], [], [], [], []) for a in agent_ids}
     counts = dict.fromkeys(agent_ids, 0)
@@ -211,7 +224,8 @@ def _collect_per_agent(env_creator: EnvCreator, env_config: dict, transitions_pe
                 f"{transitions_per_agent} transitions; do they ever act? Lower "
                 "transitions_per_agent or check the environment's agent list."
             )
-        actions = {a: act_spaces[a].sample() for a in obs}
+        actions = {a: act_spaces[a].sample(_legal_actions(obs[a], act_spaces[a]) if legal[a] else None)
+                   for a in obs}
         for a, act in actions.items():
             pending[a] = [obs[a], act, 0.0, (steps, episode_step)]
         next_obs, rewards, terminateds, truncateds, _ = env.step(actions)

@@ -53,10 +53,16 @@ def check_algorithm(config: AlgorithmConfig) -> None:
                          f"stack; use one of {', '.join(MULTI_AGENT_ALGORITHMS)}.")
 
 
+ACTION_MASKING_MODULE = "ray.rllib.examples.rl_modules.classes.action_masking_rlm.ActionMaskingTorchRLModule"
+"""RLlib's action-masking module: a config may name it, since the shared module masks the logits
+with the env's ``"action_mask"`` observation as it does (compared by name: importing costs seconds)."""
+
+
 def check_modules(config: AlgorithmConfig) -> None:
     """Raises ValueError if the config's module specs set what the shared config would drop: a
-    module class of the user's own, or a spec's own ``model_config`` (the plan replaces every
-    module, so neither would reach a module; ``config.model_config`` does).
+    module class of the user's own (other than :data:`ACTION_MASKING_MODULE`), or a spec's own
+    ``model_config`` (the plan replaces every module, so neither would reach a module;
+    ``config.model_config`` does).
 
     Raises:
         ValueError: Naming the module, its setting and the fix.
@@ -65,13 +71,14 @@ def check_modules(config: AlgorithmConfig) -> None:
     spec = config.rl_module_spec  # the user's specs, filled in with the algorithm's defaults
     specs = spec.rl_module_specs if isinstance(spec, MultiRLModuleSpec) else {"(every module)": spec}
     for module_id, module_spec in sorted(specs.items(), key=lambda item: str(item[0])):
-        if module_spec.module_class not in (None, default):
+        cls = module_spec.module_class
+        if cls not in (None, default) and f"{cls.__module__}.{cls.__qualname__}" != ACTION_MASKING_MODULE:
             raise ValueError(
-                f"Module {module_id!r} of this config is a {module_spec.module_class.__name__}, but "
-                "rllib-seps builds every module itself (RLlib's default module, or its shared module "
-                "where agents need padding, indication or AdaPS masks), so that class would not be "
-                "used. Fix: leave module_class out of config.rl_module(rl_module_spec=...); set sizes "
-                "with config.rl_module(model_config=...) or the SePS option module_kwargs.")
+                f"Module {module_id!r} of this config is a {cls.__name__}, but rllib-seps builds every "
+                "module itself (RLlib's default module, or its shared module where agents need "
+                "padding, indication, AdaPS masks or the env's 'action_mask'), so that class would "
+                "not be used. Fix: leave module_class out of config.rl_module(rl_module_spec=...); set "
+                "sizes with config.rl_module(model_config=...) or the SePS option module_kwargs.")
         if module_spec.model_config:
             raise ValueError(
                 f"Module {module_id!r} of this config sets its own model_config "

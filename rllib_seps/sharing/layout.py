@@ -2,7 +2,8 @@
 
 A module that serves agents of different spaces (or needs agent indication, or AdaPS masks) takes
 one input per agent step that carries everything it needs: the agent's padded observation with its
-indicator, a mask over the padded action outputs (1 for the agent's own actions), for AdaPS the
+indicator, a mask over the padded action outputs (1 for the agent's own actions, where legal if the
+env gives legal-action masks), for AdaPS the
 agent's cluster, and for a grouped module (fast execution: one module holding the parameters of
 every group of agents) the agent's group.
 
@@ -30,16 +31,6 @@ import numpy as np
 from rllib_seps.sharing import spaces as sp
 
 OBS_KEY, MASK_KEY, CLUSTER_KEY, GROUP_KEY = "observations", "action_mask", "cluster", "group"  # image inputs' keys
-
-
-def mask_size(space: gym.Space) -> int:
-    """Size of an action mask over ``space``'s outputs: its logits (Discrete, MultiDiscrete) or
-    its dimensions (1-D Box)."""
-    if isinstance(space, gym.spaces.Discrete):
-        return int(space.n)
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return int(np.sum(space.nvec))
-    return int(np.prod(space.shape))
 
 
 class AgentCode(NamedTuple):
@@ -121,7 +112,7 @@ class InputLayout:
 
     @property
     def mask_size(self) -> int:
-        return mask_size(self.action_space)
+        return sp.mask_size(self.action_space)
 
     @cached_property
     def indicated_space(self) -> gym.spaces.Box:
@@ -200,20 +191,31 @@ class InputLayout:
 
         Returns:
             Vectors: ``(B, space.shape[0])`` float32. Images: a Dict of ``(B, ...)`` arrays with
-            the keys of :attr:`space`.
+            the keys of :attr:`space`. The action mask is the agents' padding mask, times the
+            env's legal-action mask where ``own_space`` carries one (:func:`rllib_seps.sharing.spaces.env_action_mask`).
         """
         x = sp.pad_observation(observations, own_space, self.observation_space)
+        mask = codes.action_mask
+        legal = sp.env_action_mask(observations, own_space)
+        if legal is not None:
+            # Each row's own actions, in order, are the padding mask's ones.
+            mask = np.zeros_like(mask)
+            mask[codes.action_mask > 0] = legal.ravel()
         if self.image:
             if self.indication is not None:
                 x = sp.indicate_image(x, self.observation_space, codes.indicators, self.indication,
                                       self.n_indicators)
-            packed = {OBS_KEY: x, MASK_KEY: codes.action_mask}
+            packed = {OBS_KEY: x, MASK_KEY: mask}
             for key, index in ((CLUSTER_KEY, codes.cluster), (GROUP_KEY, codes.group)):
                 if index is not None:
                     packed[key] = index
             return packed
         x = x.reshape(len(x), -1).astype(np.float32, copy=False)
-        return np.concatenate([x, codes.tail], axis=1)
+        packed = np.concatenate([x, codes.tail], axis=1)
+        if legal is not None:
+            start = self.indicated_space.shape[0]
+            packed[:, start:start + self.mask_size] = mask
+        return packed
 
     def unpack(self, module_input: Any) -> Unpacked:
         """Takes a batch of inputs (or one input) apart: numpy arrays or torch tensors alike."""

@@ -140,12 +140,15 @@ def build_plan(strategy: str, observation_spaces: Mapping[AgentID, gym.Space],
             through a layout (flattened, or the shared module's CNN) instead of plain.
 
     Raises:
-        ValueError: For an unknown strategy, missing labels, or spaces that cannot share.
+        ValueError: For an unknown strategy, missing labels, spaces that cannot share, or a
+            legal-action mask that does not fit the agent's actions.
     """
     agents = sorted_agents(observation_spaces)
     if set(action_spaces) != set(agents):
         raise ValueError("Observation and action spaces must name the same agents; differ in "
                          f"{sorted_agents(set(agents) ^ set(action_spaces))}.")
+    for a in agents:
+        sp.check_env_action_mask(observation_spaces[a], action_spaces[a], f"Agent {a!r}")
     if strategy in ("seps", "adaps") or indication == "type":
         if labels is None or len(labels) != len(agents):
             raise ValueError(f"Strategy {strategy!r} (indication {indication!r}) needs one cluster label per agent "
@@ -182,7 +185,9 @@ def build_plan(strategy: str, observation_spaces: Mapping[AgentID, gym.Space],
         if strategy == "fups_id":
             method = indication or _default_indication(obs[members[0]], len(members))
         homogeneous = _all_same(obs.values()) and _all_same(act.values())
-        as_is = homogeneous and method is None and not n_clusters and not force_padding
+        # An env's legal-action mask needs the shared module, which masks the logits with it.
+        as_is = (homogeneous and method is None and not n_clusters and not force_padding
+                 and not sp.has_env_action_mask(obs[members[0]]))
         if as_is and default_reads(obs[members[0]]):
             plan.modules[module_id] = ModulePlan(tuple(members), obs[members[0]], act[members[0]])
             for a in members:

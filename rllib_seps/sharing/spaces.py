@@ -2,7 +2,8 @@
 
 Each data function has a space function that declares where its outputs lie:
 observation padding (`padded_observation_space` / `pad_observation` / `observation_mask`),
-action padding (`padded_action_space` / `action_mask` / `unpad_action`), agent indication for
+action padding (`padded_action_space` / `action_mask` / `unpad_action`), the env's own legal-action
+masks (`has_env_action_mask` / `env_action_mask`), agent indication for
 vectors (`indicated_space` / `indicate`) and for (H, W, C) images (`indicated_image_space` /
 `indicate_image`). Definitions follow Terry et al. 2020 ("Revisiting parameter sharing", sec. 5,
 app. A.2.1) and Terry et al. 2023 ("Agent indication and padding", secs. 3.2-4.2).
@@ -360,6 +361,54 @@ def unpad_action(action: Any, own_space: gs.Space, padded_space: gs.Space) -> np
             "continuous actions to the agent's own bounds before unpadding."
         )
     return a
+
+
+# --- The env's own legal-action masks (RLlib's and PettingZoo's "action_mask" entry) ----------
+ENV_MASK_KEY = "action_mask"
+"""Key of an env's legal-action mask in a Dict observation: one entry per action (logit), 1 where
+legal, as RLlib's action-masking example and PettingZoo's classic games give it."""
+
+
+def mask_size(space: gs.Space) -> int:
+    """Size of an action mask over `space`'s outputs: its logits (Discrete, MultiDiscrete) or its
+    dimensions (1-D Box)."""
+    if isinstance(space, gs.Discrete):
+        return int(space.n)
+    if isinstance(space, gs.MultiDiscrete):
+        return int(np.sum(space.nvec))
+    return int(np.prod(space.shape))
+
+
+def has_env_action_mask(observation_space: gs.Space) -> bool:
+    """True if the observations carry the env's legal-action mask (a Dict with `ENV_MASK_KEY`)."""
+    return isinstance(observation_space, gs.Dict) and ENV_MASK_KEY in observation_space.spaces
+
+
+def check_env_action_mask(observation_space: gs.Space, action_space: gs.Space, name: str) -> None:
+    """Raises ValueError if `observation_space` carries a legal-action mask that does not fit
+    `action_space`: one entry per Discrete action, or per logit of a 1-D MultiDiscrete."""
+    if not has_env_action_mask(observation_space):
+        return
+    mask = observation_space[ENV_MASK_KEY]
+    fix = (f"Fix: give it one entry per action, 1 where legal, or rename the {ENV_MASK_KEY!r} entry "
+           "if it is no legal-action mask.")
+    if not (isinstance(action_space, gs.Discrete)
+            or (isinstance(action_space, gs.MultiDiscrete) and action_space.nvec.ndim == 1)):
+        raise ValueError(f"{name} observes an {ENV_MASK_KEY!r} but has action space {action_space!r}; "
+                         f"legal-action masks need Discrete or 1-D MultiDiscrete actions. {fix}")
+    size = int(np.prod(mask.shape)) if isinstance(mask, (gs.Box, gs.MultiBinary)) else None
+    if size != mask_size(action_space):
+        raise ValueError(f"{name} observes an {ENV_MASK_KEY!r} {mask!r}, which does not give one entry "
+                         f"for each of the {mask_size(action_space)} actions of {action_space!r}. {fix}")
+
+
+def env_action_mask(obs: Any, observation_space: gs.Space) -> np.ndarray | None:
+    """The env's legal-action masks of a batch of observations: float32 `(B, mask_size)`, 1 where
+    legal; None if `observation_space` carries none (see `has_env_action_mask`)."""
+    if not has_env_action_mask(observation_space):
+        return None
+    mask = np.asarray(obs[ENV_MASK_KEY], np.float32)
+    return mask.reshape(len(mask), -1)
 
 
 # --- Agent indication for vectors (2023 paper, sec. 4.1: one-hot or binary codes) ------------
