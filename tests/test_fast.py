@@ -15,6 +15,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
@@ -303,6 +304,42 @@ def test_agents_that_join_late_or_leave_early_get_episodes_of_their_own_steps():
         assert (len(own), own.is_terminated, own.is_truncated) == (len(fast), fast.is_terminated, fast.is_truncated)
         np.testing.assert_array_equal(own.get_observations(slice(None))[:, 0],
                                       fast.get_observations(slice(None))[:, 0])  # the step numbers
+
+
+class RandomLegalMovesEnv(MultiAgentEnv):
+    """Three agents whose legal actions (an "action_mask" observation) change at random every step;
+    ``illegal`` counts the actions taken that their masks forbade."""
+
+    illegal = 0
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.possible_agents = self.agents = ["a", "b", "c"]
+        space = gym.spaces.Dict({"x": Box(-1, 1, (2,), np.float32), "action_mask": gym.spaces.MultiBinary(4)})
+        self.observation_spaces = dict.fromkeys(self.agents, space)
+        self.action_spaces = dict.fromkeys(self.agents, Discrete(4))
+        self.rng = np.random.default_rng(0)
+
+    def _observe(self):
+        self.masks = {a: (self.rng.random(4) < 0.4).astype(np.int8) | np.eye(4, dtype=np.int8)[self.rng.integers(4)]
+                      for a in self.agents}
+        return {a: {"x": np.zeros(2, np.float32), "action_mask": mask} for a, mask in self.masks.items()}
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return self._observe(), {}
+
+    def step(self, actions):
+        RandomLegalMovesEnv.illegal += sum(not self.masks[a][u] for a, u in actions.items())
+        self.t += 1
+        return self._observe(), dict.fromkeys(actions, 0.0), {"__all__": False}, {"__all__": self.t >= 10}, {}
+
+
+@pytest.mark.parametrize("strategy, labels", [("fups", None), ("adaps", [0, 1, 1])])
+def test_fast_env_runner_acts_only_where_the_envs_action_mask_allows(strategy, labels):
+    RandomLegalMovesEnv.illegal = 0
+    fast_runner(RandomLegalMovesEnv, strategy, labels=labels).sample(num_timesteps=300)
+    assert RandomLegalMovesEnv.illegal == 0
 
 
 @pytest.mark.parametrize("present, pausing, message", [

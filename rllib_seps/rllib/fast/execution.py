@@ -82,27 +82,34 @@ def _probe_env(config: AlgorithmConfig, grouped: GroupedPlan) -> None:
 
     arrays = make_arrays(env_creator_of(config)(dict(config.env_config)), grouped, config.normalize_actions)
     rng = np.random.default_rng(0)
-    masks = grouped.stacked_codes().action_mask
+    padding = grouped.stacked_codes().action_mask
     try:
-        arrays.reset(seed=0)
+        rows = arrays.reset(seed=0).rows
         for _ in range(PROBE_STEPS):
-            actions = _random_actions(rng, masks, grouped)
-            if arrays.step(actions).done:
-                arrays.reset()
+            # The input's masks: each agent's own actions, and only legal ones where the env says.
+            out = arrays.step(_random_actions(rng, grouped.layout.unpack(rows).action_mask, padding, grouped))
+            rows = arrays.reset().rows if out.done else out.rows
     finally:
         arrays.close()
 
 
-def _random_actions(rng: np.random.Generator, masks: np.ndarray, grouped: GroupedPlan) -> np.ndarray:
-    """Random padded actions each agent has (within its mask)."""
+def _random_actions(rng: np.random.Generator, masks: np.ndarray, padding: np.ndarray,
+                    grouped: GroupedPlan) -> np.ndarray:
+    """Random padded actions within each agent's mask (its padding mask where the mask allows
+    nothing: an agent that does not act, or a component with no legal action)."""
     space = grouped.layout.action_space
+
+    def choice(mask: np.ndarray, fallback: np.ndarray) -> int:
+        allowed = np.flatnonzero(mask)
+        return rng.choice(allowed if len(allowed) else np.flatnonzero(fallback))
+
     if hasattr(space, "n"):  # Discrete
-        return np.array([rng.choice(np.flatnonzero(m)) for m in masks], space.dtype)
+        return np.array([choice(m, p) for m, p in zip(masks, padding)], space.dtype)
     if hasattr(space, "nvec"):  # MultiDiscrete: one component at a time
         bounds = np.cumsum(np.concatenate([[0], space.nvec]))
-        return np.array([[rng.choice(np.flatnonzero(m[lo:hi])) for lo, hi in zip(bounds[:-1], bounds[1:])]
-                         for m in masks], space.dtype)
-    return rng.uniform(-1.0, 1.0, (len(masks), *space.shape)).astype(space.dtype) * masks
+        return np.array([[choice(m[lo:hi], p[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+                         for m, p in zip(masks, padding)], space.dtype)
+    return rng.uniform(-1.0, 1.0, (len(padding), *space.shape)).astype(space.dtype) * padding
 
 
 def fast_blockers(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None) -> list[str]:
