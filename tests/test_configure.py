@@ -17,6 +17,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.tune.registry import register_env
 
 from rllib_seps import AgentToModuleMapping, SePSCallback, SePSOptions, with_sharing
+from rllib_seps.rllib.internals import custom_connectors
 from tests.conftest import SpacesEnv, TwoTypeEnv, quick_ppo_config
 
 QUICK = dict(progress=False, transitions_per_agent=200, updates=200, seed=0)
@@ -101,6 +102,26 @@ def test_module_specs_the_shared_config_would_drop_are_refused_before_pretrainin
     config = PPOConfig().environment(TwoTypeEnv).rl_module(rl_module_spec=kept, model_config={"fcnet_hiddens": [8]})
     shared, _ = with_sharing(config, {"strategy": "fups"})
     assert shared.model_config["fcnet_hiddens"] == [8]
+
+
+@pytest.mark.parametrize(("observation_spaces", "strategy"), [
+    ({"a": VECTOR, "b": gym.spaces.Box(-1.0, 1.0, (5,), np.float32)}, "fups"),  # padding
+    (dict.fromkeys("ab", gym.spaces.Dict({"x": VECTOR})), "seps"),  # a space the default module cannot read
+], ids=["padding", "dict"])
+def test_connectors_the_padding_connectors_would_replace_are_refused_before_pretraining(observation_spaces,
+                                                                                         strategy):
+    config = spaces_config(observation_spaces).env_runners(env_to_module_connector=lambda *args: [])
+    refused_before_pretraining(config, {"strategy": strategy, **QUICK}, ValueError,
+                               r"This config sets its own env_to_module_connector, but agents \['a', 'b'\] get "
+                               r"their input through rllib-seps's padding connectors.*Fix: do its work in an env "
+                               r"wrapper")
+
+
+@pytest.mark.filterwarnings("ignore:n_clusters=2 with 2 agents")
+def test_connectors_of_modules_that_need_no_padding_are_kept():
+    config = spaces_config(dict.fromkeys("ab", VECTOR)).env_runners(env_to_module_connector=lambda *args: [])
+    shared, _ = with_sharing(config, {"strategy": "seps", "n_clusters": 2, **QUICK})
+    assert custom_connectors(shared) == ["env_to_module_connector"]  # the config's own: no padding needed
 
 
 def test_algorithm_without_multi_agent_support_is_rejected():

@@ -27,6 +27,7 @@ from rllib_seps.options import MULTI_AGENT_ALGORITHMS, UNSUPPORTED_ALGORITHMS, S
 from rllib_seps.pretraining.pipeline import PretrainingResult, run_pretraining
 from rllib_seps.pretraining.report import publish_report
 from rllib_seps.pretraining.rollouts import EnvCreator, agent_spaces, make_env
+from rllib_seps.rllib.internals import custom_connectors
 from rllib_seps.rllib.learners import sync_every_module
 from rllib_seps.sharing.adaps import CENTRES_KEY, adaps_model_config, mask_report, masks_for_module
 from rllib_seps.sharing.mapping import AgentToModuleMapping, sorted_agents
@@ -245,6 +246,26 @@ def raise_on_unmapped_agents(*, algorithm: Any, **kwargs: Any) -> None:
         "every EnvRunner, whatever its env_config), then build the config again.")
 
 
+def check_connectors(config: AlgorithmConfig, plan: SharingPlan) -> None:
+    """Raises ValueError if agents of the plan need the padding connectors and the config has an
+    env-to-module or module-to-env connector of its own: RLlib takes one factory of each, so the
+    padding connectors would take its place and it would not run.
+
+    Raises:
+        ValueError: Naming the connectors, the agents and the fix.
+    """
+    if not plan.needs_connectors:
+        return
+    own = [name for name in custom_connectors(config) if name != "learner_connector"]
+    if own:
+        served = [agent for agent, agent_plan in plan.agents.items() if agent_plan.code is not None]
+        raise ValueError(
+            f"This config sets its own {' and '.join(own)}, but agents {served[:10]} get their "
+            "input through rllib-seps's padding connectors (agents of different spaces, agent "
+            "indication, AdaPS masks, or an observation RLlib's default module cannot read), which "
+            "would take its place: it would not run. Fix: do its work in an env wrapper instead.")
+
+
 def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | None = None,
                execution: str = "modules") -> AlgorithmConfig:
     """Returns a copy of ``config`` whose modules, mapping and connectors follow ``plan``, with a
@@ -258,13 +279,15 @@ def apply_plan(config: AlgorithmConfig, plan: SharingPlan, model_config: dict | 
 
     Raises:
         ValueError: If the config's model_config has settings a shared module would not honour,
-            or ``execution="fast"`` does not apply.
+            ``execution="fast"`` does not apply, or the padding connectors would take the place of
+            the config's own (:func:`check_connectors`).
     """
     from rllib_seps.rllib.fast.execution import apply_execution
 
     fast = apply_execution(config, plan, model_config, execution)
     if fast is not None:
         return fast
+    check_connectors(config, plan)
     config = sync_every_module(config.copy(copy_frozen=False))
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
@@ -305,13 +328,16 @@ def check_before_pretraining(config: AlgorithmConfig, options: SePSOptions, obse
         raise ValueError(f"SePS option n_clusters={options.n_clusters} is larger than the number of "
                          f"agents ({n_agents}) in the environment. Fix: n_clusters <= {n_agents}, or "
                          '"auto".')
+    model_config = {**config.model_config, **options.module_kwargs}
+    reads = default_module_reads(model_config)
     if options.strategy == "seps":  # every agent alone through a layout: its spaces can be padded
         build_plan("nops", observation_spaces, action_spaces, default_reads=lambda space: False)
+        # An agent whose space the default module cannot read needs the connectors in any cluster.
+        check_connectors(config, build_plan("nops", observation_spaces, action_spaces, default_reads=reads))
         return
-    model_config = {**config.model_config, **options.module_kwargs}
     labels = [0] * n_agents if options.strategy == "adaps" else None
-    plan = build_plan(options.strategy, observation_spaces, action_spaces, labels,
-                      default_reads=default_module_reads(model_config))
+    plan = build_plan(options.strategy, observation_spaces, action_spaces, labels, default_reads=reads)
+    check_connectors(config, plan)
     if plan.needs_connectors:
         from rllib_seps.rllib.modules import check_model_config
 

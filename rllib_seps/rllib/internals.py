@@ -107,8 +107,9 @@ def custom_connectors(config: Any) -> list[str]:
 
     Why private: ``AlgorithmConfig`` stores the user's connector factories in
     ``_env_to_module_connector``, ``_module_to_env_connector`` and ``_learner_connector`` and offers
-    only builders that call them (with an env or spaces); fast execution must know, before
-    anything is built, whether a user's connector would be skipped by its EnvRunner.
+    only builders that call them (with an env or spaces); fast execution and the padding
+    connectors must know, before anything is built, whether a user's connector would be skipped
+    by the fast EnvRunner or replaced.
     """
     names = ("env_to_module_connector", "module_to_env_connector", "learner_connector")
     return [name for name in names if getattr(config, f"_{name}") is not None]
