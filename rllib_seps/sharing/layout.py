@@ -3,9 +3,8 @@
 A module that serves agents of different spaces (or needs agent indication, or AdaPS masks) takes
 one input per agent step that carries everything it needs: the agent's padded observation with its
 indicator, a mask over the padded action outputs (1 for the agent's own actions, where legal if the
-env gives legal-action masks), for AdaPS the
-agent's cluster, and for a grouped module (fast execution: one module holding the parameters of
-every group of agents) the agent's group.
+env gives legal-action masks), for AdaPS the agent's cluster, and for a grouped module (fast
+execution: one module holding the parameters of every group of agents) the agent's group.
 
 - Vectors (and matrices, flattened): one float32 vector ``[observation, indicator code, action
   mask, cluster index, group index]``. One array per step instead of a Dict: RLlib's per-step episode
@@ -192,7 +191,8 @@ class InputLayout:
         Returns:
             Vectors: ``(B, space.shape[0])`` float32. Images: a Dict of ``(B, ...)`` arrays with
             the keys of :attr:`space`. The action mask is the agents' padding mask, times the
-            env's legal-action mask where ``own_space`` carries one (:func:`rllib_seps.sharing.spaces.env_action_mask`).
+            env's legal-action mask where ``own_space`` carries one
+            (:func:`rllib_seps.sharing.spaces.env_action_mask`).
         """
         x = sp.pad_observation(observations, own_space, self.observation_space)
         mask = codes.action_mask
