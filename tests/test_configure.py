@@ -104,6 +104,14 @@ def test_module_specs_the_shared_config_would_drop_are_refused_before_pretrainin
     assert shared.model_config["fcnet_hiddens"] == [8]
 
 
+def test_modules_left_out_of_training_are_refused_before_pretraining():
+    frozen = PPOConfig().environment(TwoTypeEnv).multi_agent(policies={"a", "b"}, policies_to_train=["a"],
+                                                              policy_mapping_fn=lambda aid, *args, **kwargs: "a")
+    refused_before_pretraining(frozen, {"strategy": "seps", **QUICK}, ValueError,
+                               r"This config trains only some of its modules \(policies_to_train=\['a'\]\).*"
+                               r"Fix: leave policies_to_train out")
+
+
 @pytest.mark.parametrize(("observation_spaces", "strategy"), [
     ({"a": VECTOR, "b": gym.spaces.Box(-1.0, 1.0, (5,), np.float32)}, "fups"),  # padding
     (dict.fromkeys("ab", gym.spaces.Dict({"x": VECTOR})), "seps"),  # a space the default module cannot read

@@ -60,14 +60,20 @@ with the env's ``"action_mask"`` observation as it does (compared by name: impor
 
 
 def check_modules(config: AlgorithmConfig) -> None:
-    """Raises ValueError if the config's module specs set what the shared config would drop: a
-    module class of the user's own (other than :data:`ACTION_MASKING_MODULE`), or a spec's own
-    ``model_config`` (the plan replaces every module, so neither would reach a module;
-    ``config.model_config`` does).
+    """Raises ValueError if the config sets for its modules what the shared config would drop: a
+    module class of the user's own (other than :data:`ACTION_MASKING_MODULE`), a spec's own
+    ``model_config``, or ``policies_to_train`` that leaves a module out (the plan replaces every
+    module and trains all; ``config.model_config`` reaches every module).
 
     Raises:
         ValueError: Naming the module, its setting and the fix.
     """
+    trained = config.policies_to_train
+    if trained is not None and (callable(trained) or set(config.policies) - set(trained)):
+        raise ValueError(
+            f"This config trains only some of its modules (policies_to_train={trained!r}), but "
+            "rllib-seps replaces the config's modules with its own and trains every one of them. "
+            "Fix: leave policies_to_train out.")
     default = config.get_default_rl_module_spec().module_class
     spec = config.rl_module_spec  # the user's specs, filled in with the algorithm's defaults
     specs = spec.rl_module_specs if isinstance(spec, MultiRLModuleSpec) else {"(every module)": spec}
