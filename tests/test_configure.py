@@ -97,7 +97,9 @@ class OwnModule(DefaultPPOTorchRLModule):
 def test_module_specs_the_shared_config_would_drop_are_refused_before_pretraining(spec, match):
     config = PPOConfig().environment(TwoTypeEnv).rl_module(rl_module_spec=spec)
     refused_before_pretraining(config, {"strategy": "seps", **QUICK}, ValueError, match)
-    # What the shared config keeps is fine: the algorithm's own class, and the config-wide model_config.
+
+
+def test_the_algorithms_own_module_class_and_the_config_wide_model_config_are_taken():
     kept = MultiRLModuleSpec(rl_module_specs={"shared": RLModuleSpec(module_class=DefaultPPOTorchRLModule)})
     config = PPOConfig().environment(TwoTypeEnv).rl_module(rl_module_spec=kept, model_config={"fcnet_hiddens": [8]})
     shared, _ = with_sharing(config, {"strategy": "fups"})
