@@ -54,6 +54,10 @@ def run_main(capsys, *argv: str) -> tuple[int, str]:
 @pytest.mark.parametrize("text, key, message", [
     ("exp:\n  run: PPO\n  env: [bps_1\n", "line 4, column 1", "invalid YAML"),
     (VALID.replace("env: bps_1", "env: bps_9"), "exp.env", "unknown environment 'bps_9'; did you mean"),
+    (VALID.replace("env: bps_1", "env: no_such_module:make"), "exp.env",
+     "cannot import module 'no_such_module' of environment 'no_such_module:make' (ModuleNotFoundError"),
+    (VALID.replace("env: bps_1", "env: 'mpe2.simple_spread_v3:parallel_envv'"), "exp.env",
+     "mpe2.simple_spread_v3.parallel_envv does not exist; did you mean 'parallel_env'?"),
     (VALID.replace("run: PPO", "run: PPOO"), "exp.run", "unknown or unsupported algorithm 'PPOO'; did you mean 'PPO'"),
     (VALID.replace("run: PPO", "run: BC"), "exp.run", "use one of PPO, APPO, IMPALA"),
     (VALID.replace("n_clusters: 3", "n_cluster: 3"), "exp.config.seps.n_cluster",
@@ -228,6 +232,20 @@ class Run:
         self.process.wait()
 
 
+def interrupt_after_iteration_1(train: Run, experiment: Path) -> None:
+    """Ctrl-C once iteration 1's checkpoint is on disk (its line is printed before it is saved);
+    the run must exit as interrupted."""
+    try:
+        train.wait_for(f"[{experiment.name}] iter    1")
+        deadline = time.monotonic() + 120
+        while not any(experiment.glob("*/checkpoint_*/algorithm_state.*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        train.process.send_signal(signal.SIGINT)
+        assert train.wait(timeout=120) == INTERRUPTED
+    finally:
+        train.end()
+
+
 @pytest.mark.slow
 def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     """Ctrl-C after iteration 1 (exit 130), ``rllib resume``, SIGKILL after iteration 2 (of 4),
@@ -238,16 +256,7 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     train = Run(tmp_path, "train", "train", "file", str(ROOT / "tuned_configs" / "bps_1-seps-ppo.yaml"),
                 "--stop", json.dumps({"training_iteration": 4}), "--config", json.dumps(TINY),
                 "--checkpoint-freq", "1", "--storage-path", str(tmp_path), "--num-cpus", "2")
-    try:
-        train.wait_for("[bps_1-seps-ppo] iter    1")
-        # Ctrl-C once iteration 1's checkpoint is on disk: the line is printed before it is saved.
-        deadline = time.monotonic() + 120
-        while not any(experiment.glob("*/checkpoint_*/algorithm_state.*")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        train.process.send_signal(signal.SIGINT)
-        assert train.wait(timeout=120) == INTERRUPTED
-    finally:
-        train.end()
+    interrupt_after_iteration_1(train, experiment)
     assert f"rllib resume {experiment}" in train.err.read_text()
     report = experiment / "seps_report.json"
     written = report.read_text()  # with pretraining's timings: a rerun would change them
@@ -287,3 +296,41 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     total = float(rows["total"][2])
     assert total == pytest.approx(sum(float(rows[m][2]) for m in clusters), abs=0.05)
     assert total < 0  # BPS rewards are negative distances
+
+
+USER_ENVS = """\
+from mpe2 import simple_speaker_listener_v4
+from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+
+
+def speaker_listener(env_config):
+    return ParallelPettingZooEnv(simple_speaker_listener_v4.parallel_env(**env_config))
+"""
+
+
+@pytest.mark.slow
+def test_a_users_env_named_as_module_attribute_trains_resumes_and_evaluates(tmp_path):
+    """``env: user_envs:speaker_listener`` names a creator in the user's own module (RLlib's
+    PettingZoo wrapper around mpe2's speaker and listener, whose spaces differ), found in the
+    working directory by the driver and its workers, and again by ``rllib resume`` and ``rllib
+    evaluate``, each a process of its own."""
+    write(tmp_path, USER_ENVS, "user_envs.py")
+    path = write(tmp_path, VALID.replace("env: bps_1", "env: user_envs:speaker_listener")
+                 .replace("    lr: 0.0003\n", "    env_config: {max_cycles: 25}\n")
+                 .replace("n_clusters: 3", "n_clusters: auto"))
+    experiment = tmp_path / "exp"
+    train = Run(tmp_path, "train", "train", "file", str(path), "--stop", json.dumps({"training_iteration": 2}),
+                "--config", json.dumps(TINY), "--checkpoint-freq", "1", "--storage-path", str(tmp_path),
+                "--num-cpus", "2")
+    interrupt_after_iteration_1(train, experiment)
+    assert "SePS: 2 agents ->" in train.text()
+
+    resumed = Run(tmp_path, "resumed", "resume", str(experiment), "--num-cpus", "2")
+    assert resumed.wait() == 0, resumed.text()[-3000:] + resumed.err.read_text()[-3000:]
+    assert "[exp] iter    2" in resumed.text() and "iter    1" not in resumed.text()
+
+    evaluate = subprocess.run([str(RLLIB), "evaluate", str(experiment), "--episodes", "2", "--num-cpus", "1"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
+    assert "on user_envs:speaker_listener: 2 episodes" in evaluate.stdout
+    assert re.search(r"^total +2 ", evaluate.stdout, re.M), evaluate.stdout

@@ -48,12 +48,15 @@ def restore_for_evaluation(checkpoint: Path, *, episodes: int, explore: bool, se
     local EnvRunner, a local learner), the seed, exploration and the evaluation length change,
     so that evaluation needs no remote actors.
     """
+    from rllib_seps.cli.experiment_file import check_env
     from rllib_seps.rllib.internals import checkpoint_config
 
     try:
         algo_class, config = checkpoint_config(str(checkpoint))
     except ValueError as error:
         raise UserError(str(checkpoint), None, str(error)) from None
+    if isinstance(config.env, str):  # a file's "module:attribute" is registered again
+        check_env(config.env, str(checkpoint), "env")
     config.env_runners(num_env_runners=0, create_local_env_runner=True, explore=explore)
     config.learners(num_learners=0)
     # Evaluated on the local EnvRunner: RLlib's evaluate() uses it when no evaluation

@@ -11,7 +11,10 @@ end in one line naming the file and the key.
 from __future__ import annotations
 
 import copy
+import importlib
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -95,10 +98,11 @@ def algorithm_config(name: Any, source: str, key: str):
 
 
 def check_env(env: Any, source: str, key: str) -> str:
-    """Checks that ``env`` names a registered RLlib or gymnasium environment.
+    """Checks that ``env`` names an environment: one of rllib-seps', one registered with RLlib
+    or gymnasium, or a user's as ``"module:attribute"`` (see :func:`register_user_env`).
 
     Raises:
-        UserError: Naming the closest of rllib-seps' environments.
+        UserError: Naming the closest of rllib-seps' environments, or what the import lacks.
     """
     import gymnasium as gym
 
@@ -109,8 +113,44 @@ def check_env(env: Any, source: str, key: str) -> str:
         raise UserError(source, key, f"must name an environment; got {env!r}")
     if env in ENVIRONMENTS or registered_env_creator(env) is not None or env in gym.registry:
         return env
+    if ":" in env:
+        register_user_env(env, source, key)
+        return env
     hint = closest(env, sorted(ENVIRONMENTS)) or f"; rllib-seps registers {sorted(ENVIRONMENTS)}"
-    raise UserError(source, key, f"unknown environment {env!r}{hint}")
+    raise UserError(source, key, f"unknown environment {env!r}{hint}; a user's environment is "
+                    "given as 'module:attribute', an env class or a creator (env_config) -> env")
+
+
+def register_user_env(env: str, source: str, key: str | None) -> None:
+    """Imports ``"module:attribute"`` (the notation of gymnasium's and setuptools' entry points)
+    and registers the attribute, an env class or a creator ``(env_config) -> env``, with RLlib
+    under that very string, so that a file's ``env:`` can name a user's environment.
+
+    The current directory is searched first, as ``python -m`` does: Ray adds the driver's
+    current directory to its workers' paths, so they import the module from the same place.
+    Workers on other machines need it installed (docs/cluster.md).
+
+    Raises:
+        UserError: If the module cannot be imported or has no such callable attribute.
+    """
+    from ray.tune.registry import register_env
+
+    module_name, _, attribute = env.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UserError(source, key, f"cannot import module {module_name!r} of environment {env!r} "
+                        f"({type(error).__name__}: {error}); install it, or run from the directory "
+                        "that holds it, or add that directory to PYTHONPATH") from None
+    creator = getattr(module, attribute, None)
+    if not callable(creator):
+        public = [name for name in vars(module) if not name.startswith("_")]
+        found = "is not callable" if hasattr(module, attribute) else "does not exist"
+        raise UserError(source, key, f"{module_name}.{attribute} {found}{closest(attribute, public)}; "
+                        "name an env class or a creator (env_config) -> env")
+    register_env(env, creator)
 
 
 def seps_options(options: Any, source: str, key: str) -> SePSOptions:

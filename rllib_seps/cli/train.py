@@ -220,14 +220,16 @@ def train(args: argparse.Namespace, *, config_overrides: Mapping | None = None,
 
 
 def trained_algorithm(experiment_dir: Path) -> type:
-    """The algorithm class that the Tune experiment at ``experiment_dir`` trains.
+    """The algorithm class that the Tune experiment at ``experiment_dir`` trains; its environment
+    is made known again where a file named a user's (``"module:attribute"``).
 
     Raises:
-        UserError: If the directory is not a restorable Tune experiment.
+        UserError: If the directory is not a restorable Tune experiment, or its environment can no
+            longer be found.
     """
     from ray import tune
 
-    from rllib_seps.cli.experiment_file import algorithm_config
+    from rllib_seps.cli.experiment_file import algorithm_config, check_env
 
     source = str(experiment_dir)
     if not tune.Tuner.can_restore(source):
@@ -236,6 +238,7 @@ def trained_algorithm(experiment_dir: Path) -> type:
     trials = tune.ExperimentAnalysis(source).trials
     if not trials:
         raise UserError(source, None, "the experiment has no trial to resume")
+    check_env(trials[0].config["env"], source, "env")
     return algorithm_config(trials[0].trainable_name, source, "trainable").algo_class
 
 
