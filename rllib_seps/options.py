@@ -34,11 +34,12 @@ _TYPE_NAMES = {numbers.Integral: "an integer", numbers.Real: "a number", bool: "
 _TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("max_clusters", "first_transitions_per_agent", "max_transitions_per_agent",
                      "min_reward_events", "latent_dim", "hidden_size", "batch_size", "max_updates",
-                     "probe_transitions", "seed"), _INT),
+                     "probe_transitions"), _INT),
     **dict.fromkeys(("resolution", "kl_weight", "lr", "adaps_drop_threshold"), _NUMBER),
     **dict.fromkeys(("normalize", "progress"), (bool,)),
     **dict.fromkeys(("cluster_on", "k_criterion", "strategy"), (str,)),
     "report_dir": (str, type(None)),
+    "seed": (numbers.Integral, type(None)),
     "module_kwargs": (dict,),
 }
 _AUTO_OR_INT = {"n_clusters": 1, "transitions_per_agent": 4, "updates": 1, "rollout_tasks": 0}
@@ -146,8 +147,10 @@ class SePSOptions:
     normalize: bool = True
     """Standardise decoder inputs and targets per feature, so that no large-valued feature
     (grid coordinates, counts) drowns the others in the reconstruction loss."""
-    seed: int = 0
-    """Seed of rollouts, encoder initialisation, minibatch order and k-means."""
+    seed: int | None = None
+    """Seed of rollouts, encoder initialisation, minibatch order, k-means and AdaPS masks. None:
+    the config's seed (``config.debugging(seed=...)``, a file's ``seed:``) where it has one, else
+    0, so that runs of several seeds pretrain with theirs (see :meth:`seeded`)."""
     strategy: Strategy = "seps"
     """How agents share networks: nops (one module per agent), fups (one for all), fups_id (one
     for all, plus agent indication), seps (one per cluster), adaps (one, masked per cluster)."""
@@ -238,6 +241,12 @@ class SePSOptions:
                 hint = f" Did you mean {close[0]!r}?" if close else f" Valid keys: {known}."
                 raise ValueError(f"Unknown SePS option {key!r}.{hint}")
         return cls(**options)
+
+    def seeded(self, config_seed: int | None) -> "SePSOptions":
+        """These options with a seed: their own, else ``config_seed``, else 0."""
+        if self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=0 if config_seed is None else config_seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, for reports and configs."""

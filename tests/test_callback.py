@@ -25,14 +25,19 @@ QUICK = dict(progress=False, n_clusters=2, transitions_per_agent=200, updates=20
 MODULES = {"fups": {"shared"}, "fups_id": {"shared"}, "adaps": {"shared"}, "seps": {"cluster_0", "cluster_1"}}
 
 
-def shared_config(route: str, strategy: str, report_dir, num_env_runners: int = 0):
+def shared_config(route: str, strategy: str, report_dir, num_env_runners: int = 0,
+                  config_seed: int | None = None):
     """A tiny PPO config on TwoTypeEnv, shared by ``route``: the callback starts from one module per
-    agent (what RLlib needs for agents of different spaces), with_sharing from RLlib's default."""
+    agent (what RLlib needs for agents of different spaces), with_sharing from RLlib's default.
+    With ``config_seed`` the config has that seed and the options none."""
     config = (PPOConfig().environment(TwoTypeEnv)
               .env_runners(num_env_runners=num_env_runners)
               .training(train_batch_size=100, minibatch_size=100, num_epochs=1)
-              .rl_module(model_config={"fcnet_hiddens": [32, 32]}))
+              .rl_module(model_config={"fcnet_hiddens": [32, 32]})
+              .debugging(seed=config_seed))
     options = dict(QUICK, strategy=strategy, report_dir=str(report_dir))
+    if config_seed is not None:
+        del options["seed"]
     if route == "callback":
         return per_agent_modules(config, AGENTS).callbacks(SePSCallback.with_options(**options))
     return with_sharing(config, options)[0]
@@ -78,7 +83,8 @@ def env_runner_states(algo) -> list:
 
 @pytest.mark.slow
 def test_callback_survives_env_runner_restart_and_checkpoint_restore(ray_session, tmp_path, capsys):
-    algo = shared_config("callback", "adaps", tmp_path, num_env_runners=1).build_algo()
+    # Pretraining takes the config's seed; the restored callback must find its options recorded.
+    algo = shared_config("callback", "adaps", tmp_path, num_env_runners=1, config_seed=5).build_algo()
     try:
         ((pid, modules, module),) = env_runner_states(algo)
         assert (modules, module) == (["shared"], "shared")
@@ -100,6 +106,7 @@ def test_callback_survives_env_runner_restart_and_checkpoint_restore(ray_session
         assert result["env_runners"]["num_env_steps_sampled"] >= 100 and "total_loss" in result["learners"]["shared"]
         checkpoint = algo.save_to_path(str(tmp_path / "checkpoint"))
         options = algo.config.seps
+        assert options["seed"] == 5
     finally:
         algo.stop()
     capsys.readouterr()

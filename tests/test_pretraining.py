@@ -133,6 +133,25 @@ def test_same_seed_same_clusters_across_hash_seeds():
     assert outputs[0] == outputs[1]
 
 
+def test_without_a_seed_of_its_own_pretraining_takes_the_configs():
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from rllib_seps import with_sharing
+
+    def shared(config_seed, **options):
+        config = PPOConfig().environment("bps_2").debugging(seed=config_seed)
+        return with_sharing(config, dict(progress=False, transitions_per_agent=200, updates=200, **options))
+
+    config, result = shared(3)
+    assert result.options.seed == 3 and config.seps["seed"] == 3
+    _, own = shared(None, seed=3)
+    assert np.array_equal(own.embeddings.decoy_behaviour, result.embeddings.decoy_behaviour)
+    _, other = shared(3, seed=4)  # the option's own seed wins
+    assert other.options.seed == 4
+    assert not np.array_equal(other.embeddings.decoy_behaviour, result.embeddings.decoy_behaviour)
+    assert shared(None)[1].options.seed == 0
+
+
 # --- The decision on known points -----------------------------------------------------------
 
 def synthetic(centres, decoys=4, dims=30, noise=1.0, shared=5.0, seed=0):

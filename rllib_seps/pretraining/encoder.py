@@ -227,6 +227,7 @@ def train_encoder(data: Transitions, options: SePSOptions = SePSOptions(),
         ValueError: If an agent has fewer transitions than it has decoys.
     """
     start = time.perf_counter()
+    options = options.seeded(None)
     n_agents = len(data.agent_ids)
     counts = np.bincount(data.agent, minlength=n_agents)
     if counts.min() < DECOYS:

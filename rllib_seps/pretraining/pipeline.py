@@ -163,6 +163,7 @@ def run_pretraining(env_creator: EnvCreator, env_config: dict | None = None,
         ValueError: If a given ``n_clusters`` is larger than the number of agents.
     """
     start = time.perf_counter()
+    options = options.seeded(None)
     auto = options.transitions_per_agent == "auto"
     target = options.first_transitions_per_agent if auto else options.transitions_per_agent
     data, rounds = None, []

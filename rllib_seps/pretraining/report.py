@@ -24,7 +24,7 @@ NAMED_AGENTS = 12
 
 def format_options(options: SePSOptions) -> str:
     """``strategy=...`` and every option that differs from its default, as ``key=value``."""
-    defaults = SePSOptions().to_dict()
+    defaults = SePSOptions().seeded(None).to_dict()
     chosen = {k: v for k, v in options.to_dict().items() if k == "strategy" or v != defaults[k]}
     return ", ".join(f"{k}={v!r}" for k, v in chosen.items())
 

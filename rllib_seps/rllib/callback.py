@@ -81,7 +81,7 @@ class SePSCallback(RLlibCallback):
     def on_algorithm_init(self, *, algorithm: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         recorded = getattr(algorithm.config, OPTIONS_KEY, None)
         if recorded is not None:  # restored from a checkpoint, or the rebuild below
-            if SePSOptions.from_dict(recorded) != self.options:
+            if SePSOptions.from_dict(recorded) != self.options.seeded(algorithm.config.seed):
                 raise ValueError(f"This config is shared already, with options {recorded}, which differ "
                                  f"from SePSCallback's {self.options.to_dict()}. Fix: share once, "
                                  "either with the callback or with with_sharing.")

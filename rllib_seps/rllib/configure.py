@@ -377,6 +377,7 @@ def with_sharing(config: AlgorithmConfig, options: SePSOptions | dict[str, Any] 
             more clusters than agents, or an environment that is not multi-agent.
     """
     options = options if isinstance(options, SePSOptions) else SePSOptions.from_dict(options)
+    options = options.seeded(config.seed)
     recorded = getattr(config, OPTIONS_KEY, None)
     if recorded is not None:
         raise ValueError(f"This config is shared already (strategy {recorded.get('strategy')!r}); "
