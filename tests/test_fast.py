@@ -306,6 +306,32 @@ def test_agents_that_join_late_or_leave_early_get_episodes_of_their_own_steps():
                                       fast.get_observations(slice(None))[:, 0])  # the step numbers
 
 
+@pytest.mark.parametrize("settings", [{"count_steps_by": "agent_steps"}, {"batch_mode": "complete_episodes"}])
+def test_fast_env_runner_samples_as_much_as_rllibs_by_agent_steps_or_whole_episodes(settings):
+    """A rollout fragment counts agent steps with ``count_steps_by="agent_steps"``, and is whole
+    episodes with ``batch_mode="complete_episodes"``, on both paths (agents join and leave)."""
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+    from rllib_seps.rllib.configure import apply_plan, env_creator_of, env_spaces
+    from rllib_seps.rllib.fast.env_runner import FastEnvRunner
+
+    config = (PPOConfig().environment(LEAVING).rl_module(model_config=HIDDENS)
+              .env_runners(num_env_runners=0, rollout_fragment_length=7,
+                           batch_mode=settings.get("batch_mode", "truncate_episodes"))
+              .multi_agent(count_steps_by=settings.get("count_steps_by", "env_steps")))
+    plan = build_plan("nops", *env_spaces(env_creator_of(config), {}))
+    fast = FastEnvRunner(config=apply_plan(config, plan, execution="fast"), worker_index=0)
+    modules = MultiAgentEnvRunner(config=apply_plan(config, plan, execution="modules"), worker_index=0)
+    sampled = []  # [env steps, agent steps] of three calls in a row, by each runner
+    for _ in range(3):
+        fast_steps, module_steps = ([int(sum(e.env_steps() for e in episodes)), sum(e.agent_steps() for e in episodes)]
+                                    for episodes in (fast.sample(), modules.sample()))
+        assert fast_steps == module_steps
+        sampled.append(module_steps)
+    # 7 agent steps: "a" and "b" act, then "c" joins, then "a" leaves; or the whole 6-step episode.
+    assert sampled == ([[6, 13]] * 3 if "batch_mode" in settings else [[3, 7], [4, 8], [3, 7]])
+
+
 class RandomLegalMovesEnv(MultiAgentEnv):
     """Three agents whose legal actions (an "action_mask" observation) change at random every step;
     ``illegal`` counts the actions taken that their masks forbade."""

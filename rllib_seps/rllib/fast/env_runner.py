@@ -212,8 +212,10 @@ class FastEnvRunner(EnvRunner, Checkpointable):
     def sample(self, *, num_timesteps: int | None = None, num_episodes: int | None = None,
                explore: bool | None = None, random_actions: bool = False, force_reset: bool = False,
                **kwargs: Any) -> list[SingleAgentEpisode]:
-        """Samples ``num_timesteps`` env steps (over all copies; default: the rollout fragment of
-        every copy) or ``num_episodes`` whole episodes, and returns one episode chunk per agent.
+        """Samples ``num_timesteps`` steps over all copies (default: the rollout fragment of every
+        copy), counted as the config counts them (``count_steps_by``), or ``num_episodes`` whole
+        episodes (default with ``batch_mode="complete_episodes"``: one per copy), as RLlib's
+        EnvRunners do; returns one episode chunk per agent and episode.
 
         Raises:
             ValueError: Without environments (a local EnvRunner of a config with remote ones).
@@ -226,6 +228,8 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                                       "supported. Fix: use execution='modules'.")
         explore = self.config.explore if explore is None else explore
         self.metrics.log_value(WEIGHTS_SEQ_NO, self._weights_seq_no, window=1)
+        if num_timesteps is None and num_episodes is None and self.config.batch_mode == "complete_episodes":
+            num_episodes = self.num_envs
         with self.metrics.log_time(SAMPLE_TIMER):
             if num_episodes is not None:
                 episodes = self._sample_episodes(num_episodes, explore)
@@ -233,11 +237,26 @@ class FastEnvRunner(EnvRunner, Checkpointable):
                 if force_reset:
                     self._needs_reset = True
                 steps = num_timesteps or self.config.get_rollout_fragment_length(self.worker_index or 0) * self.num_envs
-                episodes = self._episodes(self._run(math.ceil(steps / self.num_envs), explore))
+                episodes = self._sample_steps(steps, explore)
             make_callback("on_sample_end", callbacks_objects=self._callbacks,
                           callbacks_functions=self.config.callbacks_on_sample_end,
                           kwargs=dict(env_runner=self, metrics_logger=self.metrics, samples=episodes))
         return episodes
+
+    def _sample_steps(self, n: int, explore: bool) -> list[SingleAgentEpisode]:
+        """``n`` env steps over all copies (each steps ``ceil(n / copies)`` times), or with
+        ``count_steps_by="agent_steps"`` steps until the agents have acted ``n`` times, as RLlib's
+        EnvRunners count them (a fragment sized for the agents acting now; where fewer act later,
+        the next makes up the rest)."""
+        if self.config.count_steps_by == "env_steps":
+            return self._episodes(self._run(math.ceil(n / self.num_envs), explore))
+        whole: dict[str, AgentEpisode] = {}
+        while (left := n - sum(len(episode) for episode in whole.values())) > 0:
+            if self._needs_reset:
+                self._reset()
+            steps = math.ceil(left / max(int(self._acting.sum()), 1))
+            _join(whole, self._episodes(self._run(steps, explore, agent_steps=left)))
+        return list(whole.values())
 
     def _sample_episodes(self, n: int, explore: bool) -> list[SingleAgentEpisode]:
         """``n`` whole episodes from fresh resets (up to ``num_envs - 1`` more that end at the
@@ -249,15 +268,7 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             length = max(1, self.config.get_rollout_fragment_length(self.worker_index or 0))
             fragment = self._run(length, explore, episodes=n - len(ended))
             ended += fragment.ended
-            for chunk in self._episodes(fragment):
-                if chunk.id_ in whole:
-                    merged = whole[chunk.id_]
-                    merged.concat_episode(chunk)
-                    merged.env_step_share += chunk.env_step_share
-                    # concat_episode keeps one flag; the last chunk may have both (see _end_flags).
-                    merged.is_terminated, merged.is_truncated = chunk.is_terminated, chunk.is_truncated
-                else:
-                    whole[chunk.id_] = chunk
+            _join(whole, self._episodes(fragment))
         self._needs_reset = True
         return [episode for episode in whole.values() if episode.env_episode in ended]
 
@@ -281,9 +292,10 @@ class FastEnvRunner(EnvRunner, Checkpointable):
         self._ep_start[index] = time.time()
         self._env_episode[index] = uuid.uuid4().hex
 
-    def _run(self, steps: int, explore: bool, episodes: int | None = None) -> _Fragment:
-        """Steps every copy ``steps`` times, or until ``episodes`` episodes ended; returns the
-        fragment's arrays."""
+    def _run(self, steps: int, explore: bool, episodes: int | None = None,
+             agent_steps: int | None = None) -> _Fragment:
+        """Steps every copy ``steps`` times, or until ``episodes`` episodes ended or the agents
+        have acted ``agent_steps`` times; returns the fragment's arrays."""
         if self._needs_reset:
             self._reset()
         module = self.module[DEFAULT_MODULE_ID]
@@ -316,7 +328,9 @@ class FastEnvRunner(EnvRunner, Checkpointable):
             f.dist_inputs[t] = logits.numpy().reshape(n, e, -1)
             f.actions[t] = action.numpy().reshape(f.actions.shape[1:])
             self._step_copies(f, t)
-            if episodes is not None and len(f.ended) >= episodes:
+            if agent_steps is not None:
+                agent_steps -= int(f.acting[t].sum())
+            if (episodes is not None and len(f.ended) >= episodes) or (agent_steps is not None and agent_steps <= 0):
                 f = f.first(t + 1)
                 break
         taken = len(f.rewards)
@@ -515,3 +529,17 @@ def _runs(acting: np.ndarray, offset: int, agent: Any) -> list[tuple[int, int]]:
         raise ValueError(f"Agent {agent!r} left an episode and came back. Fast execution supports agents "
                          "that join late or leave early, not ones that come back. Fix: use execution='modules'.")
     return [(offset + int(steps[0]), offset + int(steps[-1]))]
+
+
+def _join(whole: dict[str, AgentEpisode], chunks: list[AgentEpisode]) -> None:
+    """Adds ``chunks`` (of one fragment) to ``whole`` (by id), each joined to the chunk of the
+    fragment before that its episode ends with."""
+    for chunk in chunks:
+        if chunk.id_ in whole:
+            merged = whole[chunk.id_]
+            merged.concat_episode(chunk)
+            merged.env_step_share += chunk.env_step_share
+            # concat_episode keeps one flag; the last chunk may have both (see _end_flags).
+            merged.is_terminated, merged.is_truncated = chunk.is_terminated, chunk.is_truncated
+        else:
+            whole[chunk.id_] = chunk
