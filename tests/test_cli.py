@@ -232,20 +232,6 @@ class Run:
         self.process.wait()
 
 
-def interrupt_after_iteration_1(train: Run, experiment: Path) -> None:
-    """Ctrl-C once iteration 1's checkpoint is on disk (its line is printed before it is saved);
-    the run must exit as interrupted."""
-    try:
-        train.wait_for(f"[{experiment.name}] iter    1")
-        deadline = time.monotonic() + 120
-        while not any(experiment.glob("*/checkpoint_*/algorithm_state.*")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        train.process.send_signal(signal.SIGINT)
-        assert train.wait(timeout=120) == INTERRUPTED
-    finally:
-        train.end()
-
-
 @pytest.mark.slow
 def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     """Ctrl-C after iteration 1 (exit 130), ``rllib resume``, SIGKILL after iteration 2 (of 4),
@@ -256,7 +242,16 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
     train = Run(tmp_path, "train", "train", "file", str(ROOT / "tuned_configs" / "bps_1-seps-ppo.yaml"),
                 "--stop", json.dumps({"training_iteration": 4}), "--config", json.dumps(TINY),
                 "--checkpoint-freq", "1", "--storage-path", str(tmp_path), "--num-cpus", "2")
-    interrupt_after_iteration_1(train, experiment)
+    try:
+        train.wait_for("[bps_1-seps-ppo] iter    1")
+        # Ctrl-C once iteration 1's checkpoint is on disk: the line is printed before it is saved.
+        deadline = time.monotonic() + 120
+        while not any(experiment.glob("*/checkpoint_*/algorithm_state.*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        train.process.send_signal(signal.SIGINT)
+        assert train.wait(timeout=120) == INTERRUPTED
+    finally:
+        train.end()
     assert f"rllib resume {experiment}" in train.err.read_text()
     report = experiment / "seps_report.json"
     written = report.read_text()  # with pretraining's timings: a rerun would change them
@@ -299,12 +294,30 @@ def test_interrupted_and_killed_runs_resume_with_the_same_clusters(tmp_path):
 
 
 USER_ENVS = """\
+from pathlib import Path
+
 from mpe2 import simple_speaker_listener_v4
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
+FAIL_ONCE = Path(__file__).with_name("fail_once")
+
+
+class SpeakerListener(ParallelPettingZooEnv):
+    def __init__(self, env_config):
+        super().__init__(simple_speaker_listener_v4.parallel_env(**env_config))
+        self.steps = 0
+
+    def step(self, actions):
+        # Once, while the file is there, at a step that only training reaches: in iteration 2.
+        self.steps += 1
+        if self.steps > 300 and FAIL_ONCE.exists():
+            FAIL_ONCE.unlink()
+            raise RuntimeError("the environment failed")
+        return super().step(actions)
+
 
 def speaker_listener(env_config):
-    return ParallelPettingZooEnv(simple_speaker_listener_v4.parallel_env(**env_config))
+    return SpeakerListener(env_config)
 """
 
 
@@ -313,8 +326,10 @@ def test_a_users_env_named_as_module_attribute_trains_resumes_and_evaluates(tmp_
     """``env: user_envs:speaker_listener`` names a creator in the user's own module (RLlib's
     PettingZoo wrapper around mpe2's speaker and listener, whose spaces differ), found in the
     working directory by the driver and its workers, and again by ``rllib resume`` and ``rllib
-    evaluate``, each a process of its own."""
+    evaluate``, each a process of its own. The env fails once in iteration 2, so the run needs
+    the resume."""
     write(tmp_path, USER_ENVS, "user_envs.py")
+    write(tmp_path, "", "fail_once")
     path = write(tmp_path, VALID.replace("env: bps_1", "env: user_envs:speaker_listener")
                  .replace("    lr: 0.0003\n", "    env_config: {max_cycles: 25}\n")
                  .replace("n_clusters: 3", "n_clusters: auto"))
@@ -322,8 +337,9 @@ def test_a_users_env_named_as_module_attribute_trains_resumes_and_evaluates(tmp_
     train = Run(tmp_path, "train", "train", "file", str(path), "--stop", json.dumps({"training_iteration": 2}),
                 "--config", json.dumps(TINY), "--checkpoint-freq", "1", "--storage-path", str(tmp_path),
                 "--num-cpus", "2")
-    interrupt_after_iteration_1(train, experiment)
-    assert "SePS: 2 agents ->" in train.text()
+    assert train.wait() == 1, train.text()[-3000:] + train.err.read_text()[-3000:]
+    assert "SePS: 2 agents ->" in train.text() and "[exp] iter    1" in train.text()
+    assert "RuntimeError: the environment failed" in train.err.read_text()
 
     resumed = Run(tmp_path, "resumed", "resume", str(experiment), "--num-cpus", "2")
     assert resumed.wait() == 0, resumed.text()[-3000:] + resumed.err.read_text()[-3000:]
